@@ -1,0 +1,71 @@
+# ksm-scale-operator
+#
+#   make demo       build what is missing, start a local cluster with 50
+#                   simulated nodes, run the operator against it, apply a sample
+#   make test       vet, generated-file check, unit and integration tests
+#   make help       everything else
+
+SHELL := /usr/bin/env bash -o pipefail
+.SHELLFLAGS := -ec
+ROOT := $(shell pwd)
+BIN := $(ROOT)/bin
+export GOTOOLCHAIN := local
+export KUBEBUILDER_ASSETS := $(BIN)
+
+CONTROLLER_GEN := $(BIN)/controller-gen
+NODES ?= 50
+# Where make cluster-up keeps its state and kubeconfig.
+LOCAL := $(ROOT)/.local
+KUBECONFIG_LOCAL := $(LOCAL)/kubeconfig
+
+.PHONY: help
+help: ## Show the targets.
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
+
+##@ Build
+
+.PHONY: tools
+tools: ## Build the pinned control plane and tools into bin/ (only what is missing).
+	hack/build-tools.sh
+
+$(CONTROLLER_GEN): hack/versions.env
+	hack/build-tools.sh controller-gen
+
+.PHONY: generate
+generate: $(CONTROLLER_GEN) ## Regenerate deepcopy, CRD and RBAC from the Go markers.
+	$(CONTROLLER_GEN) object:headerFile=hack/boilerplate.go.txt paths=./api/...
+	$(CONTROLLER_GEN) crd:allowDangerousTypes=false rbac:roleName=ksm-scale-operator-manager paths=./api/... paths=./internal/... \
+		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+
+.PHONY: verify
+verify: ## Fail when generated files are stale or code is not gofmt-clean.
+	hack/verify.sh
+
+.PHONY: build
+build: ## Build the manager binary into bin/manager.
+	go build -o $(BIN)/manager ./cmd
+
+##@ Test
+
+.PHONY: test
+test: ## Vet, verify generated files, run unit and integration tests.
+	hack/test.sh
+
+##@ Local cluster
+
+.PHONY: cluster-up
+cluster-up: ## Start etcd, kube-apiserver, controller-manager, scheduler and kwok with NODES simulated nodes.
+	hack/build-tools.sh kubernetes etcd kwok
+	hack/cluster.sh up $(NODES)
+
+.PHONY: cluster-down
+cluster-down: ## Stop the local cluster started by cluster-up and remove its state.
+	hack/cluster.sh down
+
+.PHONY: demo
+demo: ## Build what is missing, start a 50-node local cluster, run the operator and apply a sample.
+	hack/demo.sh $(NODES)
+
+.PHONY: demo-down
+demo-down: ## Stop the demo's operator and local cluster.
+	hack/demo.sh down

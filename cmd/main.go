@@ -1,0 +1,119 @@
+// Command manager runs the ksm-scale-operator controller manager.
+package main
+
+import (
+	"crypto/tls"
+	"flag"
+	"os"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	v1alpha1 "github.com/ksmscale/ksm-scale-operator/api/v1alpha1"
+	"github.com/ksmscale/ksm-scale-operator/internal/controller"
+	"github.com/ksmscale/ksm-scale-operator/internal/ksm"
+)
+
+var scheme = runtime.NewScheme()
+
+func init() {
+	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
+	utilruntime.Must(v1alpha1.AddToScheme(scheme))
+}
+
+func main() {
+	var (
+		metricsAddr, probeAddr, leaderNamespace, ksmRole string
+		leaderElect, secureMetrics, enableHTTP2          bool
+	)
+	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address of the metrics endpoint; \"0\" turns it off.")
+	flag.BoolVar(&secureMetrics, "metrics-secure", false,
+		"Serve metrics over HTTPS, with callers authenticated and authorized by the API server (needs tokenreviews and subjectaccessreviews create).")
+	flag.BoolVar(&enableHTTP2, "enable-http2", false, "Allow HTTP/2 on the metrics endpoint (off by default: HTTP/2 stream resets CVE-2023-44487).")
+	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address of /healthz and /readyz.")
+	flag.BoolVar(&leaderElect, "leader-elect", false, "Elect a leader so that only one replica reconciles.")
+	flag.StringVar(&leaderNamespace, "leader-election-namespace", "",
+		"Namespace of the leader election Lease (default: the pod's namespace; required outside a cluster).")
+	flag.StringVar(&ksmRole, "ksm-cluster-role", controller.DefaultKSMClusterRole,
+		"The read-only ClusterRole bound to kube-state-metrics; the operator needs 'bind' on it.")
+	opts := zap.Options{Development: false}
+	opts.BindFlags(flag.CommandLine)
+	flag.Parse()
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
+	setupLog := ctrl.Log.WithName("setup")
+
+	var tlsOpts []func(*tls.Config)
+	if !enableHTTP2 {
+		tlsOpts = append(tlsOpts, func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} })
+	}
+	metricsOpts := metricsserver.Options{BindAddress: metricsAddr, SecureServing: secureMetrics, TLSOpts: tlsOpts}
+	if secureMetrics {
+		metricsOpts.FilterProvider = filters.WithAuthenticationAndAuthorization
+	}
+
+	// Only the operator's own objects are cached: the Pod informer does not
+	// hold every pod of a 150,000-pod cluster, only the shard pods and the
+	// Deployment's pods, which all carry the managed-by label.
+	managed := cache.ByObject{Label: ksm.ManagedSelector()}
+	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
+		Scheme:                  scheme,
+		Metrics:                 metricsOpts,
+		HealthProbeBindAddress:  probeAddr,
+		LeaderElection:          leaderElect,
+		LeaderElectionID:        "ksm-scale-operator.monitor.example.com",
+		LeaderElectionNamespace: leaderNamespace,
+		// The manager stops at once when it loses the lease, so two
+		// replicas never write at the same time.
+		LeaderElectionReleaseOnCancel: true,
+		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
+			&corev1.Pod{}:                   managed,
+			&appsv1.Deployment{}:            managed,
+			&corev1.Service{}:               managed,
+			&corev1.ServiceAccount{}:        managed,
+			&policyv1.PodDisruptionBudget{}: managed,
+			&rbacv1.ClusterRoleBinding{}:    managed,
+		}},
+	})
+	if err != nil {
+		setupLog.Error(err, "unable to create manager")
+		os.Exit(1)
+	}
+
+	ctx := ctrl.SetupSignalHandler()
+	r := &controller.KSMScaleReconciler{
+		Client:         mgr.GetClient(),
+		APIReader:      mgr.GetAPIReader(),
+		Recorder:       mgr.GetEventRecorder("ksm-scale-operator"),
+		KSMClusterRole: ksmRole,
+	}
+	if err := r.SetupWithManager(ctx, mgr); err != nil {
+		setupLog.Error(err, "unable to set up the KSMScale controller")
+		os.Exit(1)
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		setupLog.Error(err, "unable to set up health check")
+		os.Exit(1)
+	}
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		setupLog.Error(err, "unable to set up ready check")
+		os.Exit(1)
+	}
+
+	setupLog.Info("starting manager")
+	if err := mgr.Start(ctx); err != nil {
+		setupLog.Error(err, "manager stopped with an error")
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,326 @@
+// Package controller reconciles KSMScale objects: it reads what exists,
+// decides with the pure functions of package ksm, makes the few writes that
+// are needed and records the outcome in one status write.
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	v1alpha1 "github.com/ksmscale/ksm-scale-operator/api/v1alpha1"
+	"github.com/ksmscale/ksm-scale-operator/internal/ksm"
+	"github.com/ksmscale/ksm-scale-operator/internal/metrics"
+)
+
+// DefaultKSMClusterRole is the read-only ClusterRole shipped in config/rbac
+// that kube-state-metrics is bound to. The operator may only bind it.
+const DefaultKSMClusterRole = "ksm-scale-operator-kube-state-metrics"
+
+// FieldOwner names the operator in managedFields.
+const FieldOwner = "ksm-scale-operator"
+
+// ownerIndex indexes pods by the UID of their controller.
+const ownerIndex = ".metadata.controllerUID"
+
+// KSMScaleReconciler runs kube-state-metrics for each KSMScale.
+type KSMScaleReconciler struct {
+	client.Client
+	// APIReader reads around the cache; used only when a create meets a name
+	// that the label-scoped cache cannot see.
+	APIReader client.Reader
+	Recorder  events.EventRecorder
+	// KSMClusterRole is the ClusterRole bound to kube-state-metrics.
+	KSMClusterRole string
+	// Now is the clock; tests replace it.
+	Now func() time.Time
+}
+
+// +kubebuilder:rbac:groups=monitor.example.com,resources=ksmscales,verbs=get;list;watch
+// +kubebuilder:rbac:groups=monitor.example.com,resources=ksmscales/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=monitor.example.com,resources=ksmscales/finalizers,verbs=update
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;create;delete
+// +kubebuilder:rbac:groups="",resources=services;serviceaccounts,verbs=get;list;watch;create;update;delete
+// +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;update;delete
+// +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;delete
+// +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=clusterrolebindings,verbs=get;list;watch;create;update;delete
+// +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=clusterroles,verbs=bind,resourceNames=ksm-scale-operator-kube-state-metrics
+// +kubebuilder:rbac:groups="",resources=nodes;namespaces,verbs=get;list;watch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// Reconcile brings one KSMScale's objects towards its spec. Every decision is
+// derived from what is observed now, so a restarted operator decides the same.
+func (r *KSMScaleReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	k := &v1alpha1.KSMScale{}
+	if err := r.Get(ctx, req.NamespacedName, k); err != nil {
+		if apierrors.IsNotFound(err) {
+			// Garbage collection removes the children; only our metrics remain.
+			metrics.Forget(req.Name)
+			return ctrl.Result{}, nil
+		}
+		return ctrl.Result{}, err
+	}
+	if !k.DeletionTimestamp.IsZero() {
+		return ctrl.Result{}, nil
+	}
+
+	s := &scope{ksm: k, cfg: ksm.Resolve(k), now: r.now()}
+	s.obs.generation = k.Generation
+	s.obs.sharded = s.cfg.Sharded
+
+	res, err := r.reconcileAll(ctx, s)
+	var stop *stopError
+	if errors.As(err, &stop) {
+		s.obs.errReason, s.obs.errMessage = stop.reason, stop.Error()
+		err = nil
+	}
+	if serr := r.writeStatus(ctx, s); serr != nil {
+		return ctrl.Result{}, errors.Join(err, serr)
+	}
+	if s.obs.sharded {
+		metrics.Record(k.Name, s.obs.total, s.obs.shardReady)
+	} else {
+		metrics.Record(k.Name, 0, nil)
+	}
+	return res, err
+}
+
+// scope carries one pass's state between its phases.
+type scope struct {
+	ksm *v1alpha1.KSMScale
+	cfg ksm.Config
+	now time.Time
+	obs observation
+}
+
+// stopError is a failure that a retry will not fix (a forbidden or invalid
+// object, a name held by someone else). It is reported in the Degraded
+// condition instead of being retried with backoff; the next change to the
+// KSMScale or its children triggers a new attempt.
+type stopError struct {
+	reason string
+	err    error
+}
+
+func (e *stopError) Error() string { return e.err.Error() }
+func (e *stopError) Unwrap() error { return e.err }
+
+// classify turns API errors that need a person into stopErrors.
+func classify(err error, what string) error {
+	if err == nil {
+		return nil
+	}
+	if apierrors.IsForbidden(err) || apierrors.IsInvalid(err) || apierrors.IsBadRequest(err) {
+		return &stopError{reason: ReasonReconcileError, err: fmt.Errorf("%s: %w", what, err)}
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
+func (r *KSMScaleReconciler) reconcileAll(ctx context.Context, s *scope) (ctrl.Result, error) {
+	nodes, err := r.countNodes(ctx)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	s.obs.nodes = nodes
+
+	ns := &metav1.PartialObjectMetadata{}
+	ns.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Namespace"))
+	if err := r.Get(ctx, types.NamespacedName{Name: s.cfg.Namespace}, ns); err != nil {
+		if apierrors.IsNotFound(err) {
+			s.obs.namespaceMissing = true
+			return ctrl.Result{}, nil
+		}
+		return ctrl.Result{}, err
+	}
+	if !ns.DeletionTimestamp.IsZero() {
+		s.obs.namespaceMissing = true
+		return ctrl.Result{}, nil
+	}
+
+	phases := []func(context.Context, *scope) (ctrl.Result, error){
+		r.reconcileServiceAccount,
+		r.reconcileRoleBinding,
+		r.reconcileService,
+		r.reconcileWorkload,
+	}
+	var result ctrl.Result
+	for _, phase := range phases {
+		res, err := phase(ctx, s)
+		if err != nil {
+			return result, err
+		}
+		result = earliest(result, res)
+	}
+	return result, nil
+}
+
+// earliest merges two results, keeping the sooner requeue.
+func earliest(a, b ctrl.Result) ctrl.Result {
+	if a.RequeueAfter == 0 || (b.RequeueAfter > 0 && b.RequeueAfter < a.RequeueAfter) {
+		a.RequeueAfter = b.RequeueAfter
+	}
+	return a
+}
+
+func (r *KSMScaleReconciler) countNodes(ctx context.Context) (int32, error) {
+	nodes := &metav1.PartialObjectMetadataList{}
+	nodes.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("NodeList"))
+	if err := r.List(ctx, nodes); err != nil {
+		return 0, fmt.Errorf("list nodes: %w", err)
+	}
+	return int32(len(nodes.Items)), nil
+}
+
+func (r *KSMScaleReconciler) reconcileWorkload(ctx context.Context, s *scope) (ctrl.Result, error) {
+	if s.cfg.Sharded {
+		return r.reconcileSharded(ctx, s)
+	}
+	return r.reconcileUnsharded(ctx, s)
+}
+
+// reconcileUnsharded keeps the Deployment at ceil(nodes / nodesPerMonitor)
+// replicas and retires shard pods once the Deployment has taken over.
+func (r *KSMScaleReconciler) reconcileUnsharded(ctx context.Context, s *scope) (ctrl.Result, error) {
+	replicas := ksm.UnshardedReplicas(s.obs.nodes, s.cfg.NodesPerMonitor)
+	s.obs.replicas = replicas
+	d, err := r.ensureDeployment(ctx, s, ksm.BuildDeployment(s.cfg, replicas))
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	s.obs.readyReplicas = d.Status.ReadyReplicas
+	s.obs.deploymentConverged = deploymentConverged(d, replicas)
+	s.obs.trouble = r.podTrouble(ctx, s, false)
+
+	if err := r.deletePDB(ctx, s); err != nil {
+		return ctrl.Result{}, err
+	}
+	// Shard pods left from sharded mode go once the Deployment serves.
+	return r.reconcileShardPods(ctx, s, 0, "", deploymentAvailable(d, replicas))
+}
+
+// deploymentAvailable: every wanted replica runs the current template and has
+// been Ready for the Deployment's minReadySeconds.
+func deploymentAvailable(d *appsv1.Deployment, replicas int32) bool {
+	return d.Status.ObservedGeneration >= d.Generation &&
+		d.Status.UpdatedReplicas >= replicas &&
+		d.Status.AvailableReplicas >= replicas
+}
+
+func deploymentConverged(d *appsv1.Deployment, replicas int32) bool {
+	return deploymentAvailable(d, replicas) && d.Status.Replicas == replicas && d.Status.ReadyReplicas == replicas
+}
+
+// SetupWithManager registers the controller and its watches. Nodes and
+// Namespaces are watched as metadata only, and only their creation and
+// deletion matter: node heartbeats never trigger a reconcile.
+func (r *KSMScaleReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {
+	if err := mgr.GetFieldIndexer().IndexField(ctx, &corev1.Pod{}, ownerIndex, func(o client.Object) []string {
+		if ref := metav1.GetControllerOf(o); ref != nil && ref.Kind == "KSMScale" {
+			return []string{string(ref.UID)}
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	if r.Now == nil {
+		r.Now = time.Now
+	}
+	createDelete := predicate.Funcs{
+		CreateFunc:  func(event.CreateEvent) bool { return true },
+		DeleteFunc:  func(event.DeleteEvent) bool { return true },
+		UpdateFunc:  func(event.UpdateEvent) bool { return false },
+		GenericFunc: func(event.GenericEvent) bool { return false },
+	}
+	nodeObj := &metav1.PartialObjectMetadata{}
+	nodeObj.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Node"))
+	nsObj := &metav1.PartialObjectMetadata{}
+	nsObj.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Namespace"))
+
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("ksmscale").
+		For(&v1alpha1.KSMScale{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Owns(&appsv1.Deployment{}).
+		Owns(&corev1.Pod{}).
+		Owns(&corev1.Service{}).
+		Owns(&policyv1.PodDisruptionBudget{}).
+		Owns(&rbacv1.ClusterRoleBinding{}).
+		Owns(&corev1.ServiceAccount{}, builder.MatchEveryOwner).
+		WatchesMetadata(nodeObj, handler.EnqueueRequestsFromMapFunc(r.allKSMScales), builder.WithPredicates(createDelete)).
+		WatchesMetadata(nsObj, handler.EnqueueRequestsFromMapFunc(r.ksmScalesInNamespace), builder.WithPredicates(createDelete)).
+		WithOptions(controller.Options{MaxConcurrentReconciles: 4}).
+		Complete(r)
+}
+
+func (r *KSMScaleReconciler) allKSMScales(ctx context.Context, _ client.Object) []reconcile.Request {
+	return r.ksmScalesMatching(ctx, func(*v1alpha1.KSMScale) bool { return true })
+}
+
+func (r *KSMScaleReconciler) ksmScalesInNamespace(ctx context.Context, ns client.Object) []reconcile.Request {
+	return r.ksmScalesMatching(ctx, func(k *v1alpha1.KSMScale) bool {
+		return ksm.Resolve(k).Namespace == ns.GetName()
+	})
+}
+
+func (r *KSMScaleReconciler) ksmScalesMatching(ctx context.Context, keep func(*v1alpha1.KSMScale) bool) []reconcile.Request {
+	list := &v1alpha1.KSMScaleList{}
+	if err := r.List(ctx, list); err != nil {
+		log.FromContext(ctx).Error(err, "list KSMScales")
+		return nil
+	}
+	var reqs []reconcile.Request
+	for i := range list.Items {
+		if keep(&list.Items[i]) {
+			reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Name: list.Items[i].Name}})
+		}
+	}
+	return reqs
+}
+
+func (r *KSMScaleReconciler) now() time.Time {
+	if r.Now == nil {
+		return time.Now()
+	}
+	return r.Now()
+}
+
+// writeStatus computes the status from the pass's observation and writes it
+// only when its content changed; lastUpdated moves only then.
+func (r *KSMScaleReconciler) writeStatus(ctx context.Context, s *scope) error {
+	k := s.ksm
+	now := metav1.NewTime(s.now.Truncate(time.Second))
+	next := computeStatus(k.Status, s.obs, now)
+	next.LastUpdated = k.Status.LastUpdated
+	if equality.Semantic.DeepEqual(k.Status, next) {
+		return nil
+	}
+	next.LastUpdated = &now
+	before := k.DeepCopy()
+	k.Status = next
+	if err := r.Status().Patch(ctx, k, client.MergeFrom(before)); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("write status: %w", err)
+	}
+	return nil
+}

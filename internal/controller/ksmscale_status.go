@@ -1,0 +1,192 @@
+package controller
+
+import (
+	"fmt"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	v1alpha1 "github.com/ksmscale/ksm-scale-operator/api/v1alpha1"
+	"github.com/ksmscale/ksm-scale-operator/internal/ksm"
+)
+
+// Condition reasons. They are part of the API: alerts and scripts match them.
+const (
+	// ReasonNamespaceNotFound: spec.namespace does not exist; nothing can run.
+	ReasonNamespaceNotFound = "NamespaceNotFound"
+	// ReasonReconcileError: the API server refused a change the operator needs.
+	ReasonReconcileError = "ReconcileError"
+	// ReasonPodsFailing: pods of the desired workload cannot start (image pull,
+	// crash loop, unschedulable).
+	ReasonPodsFailing = "PodsFailing"
+	// ReasonAsExpected: nothing needs attention.
+	ReasonAsExpected = "AsExpected"
+	// ReasonAllShardsReady: every shard of the desired generation is Ready.
+	ReasonAllShardsReady = "AllShardsReady"
+	// ReasonCompleteGenerationReady: some complete generation (all shards of
+	// one shard count, or the unsharded Deployment) is Ready, so every object
+	// is exported, though not yet by the desired one.
+	ReasonCompleteGenerationReady = "CompleteGenerationReady"
+	// ReasonReplicasReady: the unsharded Deployment has Ready replicas.
+	ReasonReplicasReady = "ReplicasReady"
+	// ReasonNoCompleteGeneration: no set of Ready pods covers every object.
+	ReasonNoCompleteGeneration = "NoCompleteGeneration"
+	// ReasonResharding: a generation with another shard count, or the other
+	// mode's workload, still runs beside the desired one.
+	ReasonResharding = "Resharding"
+	// ReasonScaling: pods are being created, replaced or becoming Ready.
+	ReasonScaling = "Scaling"
+	// ReasonConverged: the workload matches the spec and nothing is pending.
+	ReasonConverged = "Converged"
+)
+
+// observation is what one pass saw and decided; status is computed from it
+// alone (and from the previous status, to keep transition times).
+type observation struct {
+	generation       int64
+	nodes            int32
+	namespaceMissing bool
+	// errReason/errMessage describe an error that stops progress.
+	errReason, errMessage string
+	// trouble is a pod problem that needs a person (image pull, crash loop).
+	trouble string
+
+	sharded bool
+	// Unsharded mode.
+	replicas, readyReplicas int32
+	deploymentConverged     bool
+	shardPodsPresent        bool
+	// Sharded mode.
+	total             int32
+	shardCount        ksm.ShardCountDecision
+	shardReady        []bool
+	shardPod          []string
+	plan              ksm.Plan
+	deploymentPresent bool
+	deploymentReady   bool
+}
+
+// computeStatus derives the whole status from one observation. It never reads
+// the clock for content that did not change: conditions keep their
+// transition times, shards keep lastSeen while their readiness holds, and
+// lastUpdated is stamped by the caller only when something else changed.
+func computeStatus(prev v1alpha1.KSMScaleStatus, o observation, now metav1.Time) v1alpha1.KSMScaleStatus {
+	st := *prev.DeepCopy()
+	st.ObservedGeneration = o.generation
+	st.NodeCount = o.nodes
+
+	if o.sharded {
+		st.Mode = v1alpha1.ModeSharded
+		st.DesiredReplicas = o.total
+		st.ShardingStatus = shardingStatus(prev.ShardingStatus, o, now)
+		st.CurrentReplicas = st.ShardingStatus.ActiveShards
+	} else {
+		st.Mode = v1alpha1.ModeUnsharded
+		st.DesiredReplicas = o.replicas
+		st.CurrentReplicas = o.readyReplicas
+		st.ShardingStatus = nil
+	}
+
+	available, availReason, availMsg := availability(o, st)
+	progressing, progReason, progMsg := progress(o, st)
+	degraded, degReason, degMsg := degradation(o)
+
+	switch {
+	case degraded:
+		st.Phase = v1alpha1.PhaseDegraded
+	case progReason == ReasonResharding:
+		st.Phase = v1alpha1.PhaseResharding
+	case progressing:
+		st.Phase = v1alpha1.PhaseScaling
+	default:
+		st.Phase = v1alpha1.PhaseReady
+	}
+
+	setCondition(&st, v1alpha1.ConditionAvailable, available, availReason, availMsg, o.generation, now)
+	setCondition(&st, v1alpha1.ConditionProgressing, progressing, progReason, progMsg, o.generation, now)
+	setCondition(&st, v1alpha1.ConditionDegraded, degraded, degReason, degMsg, o.generation, now)
+	return st
+}
+
+func shardingStatus(prev *v1alpha1.ShardingStatus, o observation, now metav1.Time) *v1alpha1.ShardingStatus {
+	lastSeen := map[int32]v1alpha1.ShardHealth{}
+	if prev != nil {
+		for _, h := range prev.ShardHealth {
+			lastSeen[h.ShardID] = h
+		}
+	}
+	ss := &v1alpha1.ShardingStatus{
+		TotalShards:       o.total,
+		ShardCountSource:  o.shardCount.Source,
+		ShardCountMessage: o.shardCount.Message,
+		RecommendedShards: o.shardCount.Recommended,
+	}
+	if !o.shardCount.Since.IsZero() {
+		ss.RecommendedSince = &metav1.Time{Time: o.shardCount.Since}
+	}
+	for i, ready := range o.shardReady {
+		h := v1alpha1.ShardHealth{ShardID: int32(i), PodName: o.shardPod[i], Ready: ready, LastSeen: now}
+		if old, ok := lastSeen[int32(i)]; ok && old.Ready == ready {
+			h.LastSeen = old.LastSeen
+		}
+		if ready {
+			ss.ActiveShards++
+		}
+		ss.ShardHealth = append(ss.ShardHealth, h)
+	}
+	return ss
+}
+
+func availability(o observation, st v1alpha1.KSMScaleStatus) (bool, string, string) {
+	switch {
+	case o.namespaceMissing:
+		return false, ReasonNamespaceNotFound, "namespace does not exist"
+	case o.sharded && st.ShardingStatus.ActiveShards == o.total:
+		return true, ReasonAllShardsReady, fmt.Sprintf("all %d shards have a Ready pod", o.total)
+	case o.sharded && (o.plan.AnyGroupComplete || o.deploymentReady):
+		return true, ReasonCompleteGenerationReady, "an older complete generation serves every object while the desired one comes up"
+	case !o.sharded && o.readyReplicas > 0:
+		return true, ReasonReplicasReady, fmt.Sprintf("%d of %d replicas Ready", o.readyReplicas, o.replicas)
+	case !o.sharded && o.shardPodsPresent && o.plan.AnyGroupComplete:
+		return true, ReasonCompleteGenerationReady, "the shards serve every object while the Deployment comes up"
+	}
+	return false, ReasonNoCompleteGeneration, "no complete set of Ready kube-state-metrics pods"
+}
+
+func progress(o observation, st v1alpha1.KSMScaleStatus) (bool, string, string) {
+	switch {
+	case o.namespaceMissing:
+		return false, ReasonNamespaceNotFound, "waiting for the namespace"
+	case o.sharded && (o.plan.OtherGroups > 0 || o.deploymentPresent):
+		return true, ReasonResharding, fmt.Sprintf("bringing up %d shards beside the previous workload", o.total)
+	case o.sharded && !o.plan.Converged:
+		return true, ReasonScaling, fmt.Sprintf("%d of %d shards Ready; creating, replacing or settling shard pods", st.ShardingStatus.ActiveShards, o.total)
+	case !o.sharded && o.shardPodsPresent:
+		return true, ReasonResharding, "bringing up the Deployment beside the shards"
+	case !o.sharded && !o.deploymentConverged:
+		return true, ReasonScaling, fmt.Sprintf("%d of %d replicas Ready", o.readyReplicas, o.replicas)
+	}
+	return false, ReasonConverged, "the workload matches the spec"
+}
+
+func degradation(o observation) (bool, string, string) {
+	switch {
+	case o.namespaceMissing:
+		return true, ReasonNamespaceNotFound, "spec.namespace does not exist; create it or change spec.namespace"
+	case o.errReason != "":
+		return true, o.errReason, o.errMessage
+	case o.trouble != "":
+		return true, ReasonPodsFailing, o.trouble
+	}
+	return false, ReasonAsExpected, "nothing needs attention"
+}
+
+func setCondition(st *v1alpha1.KSMScaleStatus, typ string, status bool, reason, msg string, gen int64, now metav1.Time) {
+	s := metav1.ConditionFalse
+	if status {
+		s = metav1.ConditionTrue
+	}
+	meta.SetStatusCondition(&st.Conditions, metav1.Condition{
+		Type: typ, Status: s, Reason: reason, Message: msg, ObservedGeneration: gen, LastTransitionTime: now,
+	})
+}

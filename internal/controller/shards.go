@@ -1,0 +1,316 @@
+package controller
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+
+	v1alpha1 "github.com/ksmscale/ksm-scale-operator/api/v1alpha1"
+	"github.com/ksmscale/ksm-scale-operator/internal/ksm"
+)
+
+// Event reasons on the KSMScale.
+const (
+	EventShardCreated       = "ShardCreated"
+	EventShardDeleted       = "ShardDeleted"
+	EventReshardingStarted  = "ReshardingStarted"
+	EventReshardingFinished = "ReshardingFinished"
+	EventModeSwitched       = "ModeSwitched"
+	EventPDBClamped         = "MinAvailableClamped"
+)
+
+// settleSlack is added to a settle requeue so that the pass it triggers
+// finds the pod settled rather than a few milliseconds short.
+const settleSlack = 250 * time.Millisecond
+
+// reconcileSharded runs the shard pods of the desired generation, retires
+// the unsharded Deployment once they have taken over, and keeps the PDB.
+func (r *KSMScaleReconciler) reconcileSharded(ctx context.Context, s *scope) (ctrl.Result, error) {
+	st := s.ksm.Status
+	in := ksm.ShardCountInput{
+		Config: s.cfg, Nodes: s.obs.nodes, Now: s.now,
+		SpecChanged: st.ObservedGeneration != s.ksm.Generation,
+	}
+	if prev := st.ShardingStatus; prev != nil && st.Mode == v1alpha1.ModeSharded {
+		in.Current, in.PendingRecommendation = prev.TotalShards, prev.RecommendedShards
+		if prev.RecommendedSince != nil {
+			in.PendingSince = prev.RecommendedSince.Time
+		}
+	}
+	dec := ksm.DecideShardCount(in)
+	s.obs.total, s.obs.shardCount = dec.Total, dec
+
+	dep := &appsv1.Deployment{}
+	err := r.Get(ctx, client.ObjectKey{Namespace: s.cfg.Namespace, Name: ksm.DeploymentName(s.cfg.Name)}, dep)
+	if client.IgnoreNotFound(err) != nil {
+		return ctrl.Result{}, err
+	}
+	depPresent := err == nil && metav1.IsControlledBy(dep, s.ksm)
+	s.obs.deploymentPresent = depPresent
+	s.obs.deploymentReady = depPresent && dep.Status.ReadyReplicas > 0
+
+	res, err := r.reconcileShardPods(ctx, s, dec.Total, ksm.Revision(s.cfg, dec.Total), false)
+	if err != nil {
+		return res, err
+	}
+	if depPresent && s.obs.plan.RetireDeployment {
+		if err := r.deleteOwned(ctx, s, &appsv1.Deployment{}, dep.Name); err != nil {
+			return res, err
+		}
+		r.event(s, corev1.EventTypeNormal, EventModeSwitched, "SwitchMode",
+			"all %d shards have settled; deleted the unsharded Deployment %s", dec.Total, dep.Name)
+		s.obs.deploymentPresent, s.obs.deploymentReady = false, false
+	}
+
+	if s.cfg.EnablePDB {
+		if err := r.reconcilePDB(ctx, s, dec.Total); err != nil {
+			return res, err
+		}
+	} else if err := r.deletePDB(ctx, s); err != nil {
+		return res, err
+	}
+	s.obs.trouble = r.podTrouble(ctx, s, true)
+	if dec.RequeueAfter > 0 {
+		res = earliest(res, ctrl.Result{RequeueAfter: dec.RequeueAfter})
+	}
+	return res, nil
+}
+
+// reconcilePDB keeps the PodDisruptionBudget. A minAvailable that is not
+// below a derived shard count would forbid every eviction and block node
+// drains forever, so it is lowered to shards-1 and said so in an Event.
+func (r *KSMScaleReconciler) reconcilePDB(ctx context.Context, s *scope, total int32) error {
+	minAvailable := s.cfg.MinAvailable
+	if minAvailable >= total {
+		minAvailable = total - 1
+	}
+	pdb := ksm.BuildPDB(s.cfg, minAvailable)
+	have := pdb.DeepCopy()
+	if err := r.Get(ctx, client.ObjectKeyFromObject(pdb), have); err == nil &&
+		have.Spec.MinAvailable != nil && have.Spec.MinAvailable.IntVal == minAvailable {
+		return r.ensurePDB(ctx, s, minAvailable)
+	}
+	if minAvailable != s.cfg.MinAvailable {
+		r.event(s, corev1.EventTypeWarning, EventPDBClamped, "ReconcilePDB",
+			"spec.sharding.advanced.minAvailable %d is not below the %d shards; the PodDisruptionBudget uses %d so that nodes can still be drained",
+			s.cfg.MinAvailable, total, minAvailable)
+	}
+	return r.ensurePDB(ctx, s, minAvailable)
+}
+
+// reconcileShardPods applies the replacement rules to this KSMScale's shard
+// pods. total 0 means sharding is off: the pods go once otherModeReady.
+func (r *KSMScaleReconciler) reconcileShardPods(ctx context.Context, s *scope, total int32, rev string, otherModeReady bool) (ctrl.Result, error) {
+	pods := &corev1.PodList{}
+	if err := r.List(ctx, pods, client.InNamespace(s.cfg.Namespace), client.MatchingFields{ownerIndex: string(s.ksm.UID)}); err != nil {
+		return ctrl.Result{}, fmt.Errorf("list shard pods: %w", err)
+	}
+	observed := make([]ksm.ObservedPod, 0, len(pods.Items))
+	byName := map[string]*corev1.Pod{}
+	held := map[string]bool{}
+	for i := range pods.Items {
+		p := &pods.Items[i]
+		observed = append(observed, observePod(p, s.cfg, total, rev))
+		byName[p.Name] = p
+		held[p.Name] = true
+	}
+	s.obs.shardPodsPresent = len(observed) > 0
+
+	plan := ksm.ComputePlan(ksm.PlanInput{
+		Pods: observed, Total: total, Revision: rev,
+		MinReady: time.Duration(s.cfg.MinReadySeconds) * time.Second,
+		MaxSurge: s.cfg.MaxSurge, Now: s.now, OtherModeReady: otherModeReady,
+	})
+	s.obs.plan = plan
+	s.obs.shardReady, s.obs.shardPod = shardReadiness(observed, total, rev)
+
+	targetEmpty := !slices.ContainsFunc(observed, func(p ksm.ObservedPod) bool { return p.Active && p.Total == total })
+	if total > 0 && targetEmpty && len(plan.Create) > 0 && (plan.OtherGroups > 0 || s.obs.deploymentPresent) {
+		r.event(s, corev1.EventTypeNormal, EventReshardingStarted, "Reshard",
+			"starting a generation of %d shards beside the running workload", total)
+	}
+	for _, shard := range plan.Create {
+		if err := r.createShardPod(ctx, s, shard, total, held); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+
+	retired := 0
+	for _, d := range plan.Delete {
+		p := byName[d.Name]
+		uid := p.UID
+		if err := r.Delete(ctx, p, client.Preconditions{UID: &uid}); client.IgnoreNotFound(err) != nil {
+			return ctrl.Result{}, classify(err, "delete pod "+p.Name)
+		}
+		log.FromContext(ctx).Info("deleted shard pod", "pod", p.Name, "reason", d.Reason)
+		if d.Reason == ksm.DeleteOldGroup {
+			retired++
+			continue
+		}
+		r.event(s, corev1.EventTypeNormal, EventShardDeleted, "DeletePod", "deleted pod %s: %s", p.Name, d.Reason)
+	}
+	if retired > 0 {
+		r.event(s, corev1.EventTypeNormal, EventReshardingFinished, "Reshard",
+			"all %d shards have settled; deleted %d pods of the previous generations", total, retired)
+	}
+	if total == 0 && slices.ContainsFunc(plan.Delete, func(d ksm.Deletion) bool { return d.Reason == ksm.DeleteModeSwitch }) {
+		r.event(s, corev1.EventTypeNormal, EventModeSwitched, "SwitchMode",
+			"the Deployment is available; deleting the shard pods")
+	}
+
+	var res ctrl.Result
+	if plan.RequeueAfter > 0 {
+		res.RequeueAfter = plan.RequeueAfter + settleSlack
+	}
+	return res, nil
+}
+
+// createShardPod creates the target-revision pod of one shard under the
+// first name not held by an existing pod.
+func (r *KSMScaleReconciler) createShardPod(ctx context.Context, s *scope, shard, total int32, held map[string]bool) error {
+	pod := ksm.BuildShardPod(s.cfg, shard, total)
+	if err := controllerutil.SetControllerReference(s.ksm, pod, r.Scheme()); err != nil {
+		return err
+	}
+	rev := pod.Labels[ksm.LabelRevision]
+	for attempt := 0; attempt < 3; attempt++ {
+		pod.Name = ksm.NextPodName(s.cfg.Name, shard, rev, held)
+		err := r.Create(ctx, pod.DeepCopy())
+		if err == nil {
+			held[pod.Name] = true
+			log.FromContext(ctx).Info("created shard pod", "pod", pod.Name, "shard", shard, "totalShards", total)
+			r.event(s, corev1.EventTypeNormal, EventShardCreated, "CreatePod",
+				"created pod %s for shard %d of %d", pod.Name, shard, total)
+			return nil
+		}
+		if !apierrors.IsAlreadyExists(err) {
+			return classify(err, "create pod "+pod.Name)
+		}
+		// A pod the cache does not show holds the name: either the cache is
+		// behind (the next pass sees it and creates nothing) or someone
+		// removed our labels, which hides it from the label-scoped cache. A
+		// pod of ours that we cannot track is replaced.
+		held[pod.Name] = true
+		hidden := &corev1.Pod{}
+		if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(pod), hidden); err != nil {
+			return client.IgnoreNotFound(err)
+		}
+		if !metav1.IsControlledBy(hidden, s.ksm) || hidden.Labels[ksm.LabelManagedBy] == ksm.ManagedBy {
+			return nil
+		}
+		uid := hidden.UID
+		if err := r.Delete(ctx, hidden, client.Preconditions{UID: &uid}); client.IgnoreNotFound(err) != nil {
+			return classify(err, "delete pod "+hidden.Name)
+		}
+		r.event(s, corev1.EventTypeNormal, EventShardDeleted, "DeletePod",
+			"deleted pod %s: its labels were changed by someone else", hidden.Name)
+	}
+	return nil
+}
+
+// observePod reads a pod into the form the replacement rules use. A pod of
+// the target revision that no longer matches what the operator would build
+// (someone edited its image, arguments or labels) loses its revision, so it
+// is replaced like an outdated pod: a new one first, the edited one after.
+func observePod(p *corev1.Pod, c ksm.Config, total int32, rev string) ksm.ObservedPod {
+	o := ksm.ObservedPod{
+		Name:     p.Name,
+		Shard:    -1,
+		Revision: p.Labels[ksm.LabelRevision],
+		Created:  p.CreationTimestamp.Time,
+	}
+	terminal := p.Status.Phase == corev1.PodFailed || p.Status.Phase == corev1.PodSucceeded
+	deleting := !p.DeletionTimestamp.IsZero()
+	o.Terminal = terminal && !deleting
+	o.Active = !terminal && !deleting
+	for _, cond := range p.Status.Conditions {
+		if cond.Type == corev1.PodReady && cond.Status == corev1.ConditionTrue {
+			o.Ready, o.ReadySince = true, cond.LastTransitionTime.Time
+		}
+	}
+	i := slices.IndexFunc(p.Spec.Containers, func(c corev1.Container) bool { return c.Name == ksm.ContainerName })
+	if i < 0 {
+		return o
+	}
+	o.Shard, o.Total = shardArgs(p.Spec.Containers[i].Args)
+	if o.Revision == rev && rev != "" && !matchesBuilt(p, ksm.BuildShardPod(c, o.Shard, o.Total)) {
+		o.Revision = ""
+	}
+	return o
+}
+
+// matchesBuilt compares the fields of a pod that someone could have edited
+// after creation (image, arguments, labels) with the pod the operator builds.
+func matchesBuilt(have, want *corev1.Pod) bool {
+	if want.Labels[ksm.LabelRevision] != have.Labels[ksm.LabelRevision] || !labelsInclude(have.Labels, want.Labels) {
+		return false
+	}
+	return sameContainers(want.Spec.Containers, have.Spec.Containers)
+}
+
+// shardArgs returns the --shard and --total-shards a container runs with;
+// total is 0 when either is missing or malformed.
+func shardArgs(args []string) (shard, total int32) {
+	shard = -1
+	for _, a := range args {
+		if v, ok := strings.CutPrefix(a, "--shard="); ok {
+			if n, err := strconv.ParseInt(v, 10, 32); err == nil {
+				shard = int32(n)
+			}
+		}
+		if v, ok := strings.CutPrefix(a, "--total-shards="); ok {
+			if n, err := strconv.ParseInt(v, 10, 32); err == nil {
+				total = int32(n)
+			}
+		}
+	}
+	if shard < 0 {
+		return -1, 0
+	}
+	return shard, total
+}
+
+// shardReadiness reports, for each shard of the target generation, whether
+// it has a Ready pod and which pod serves it (the Ready target-revision pod
+// if there is one).
+func shardReadiness(pods []ksm.ObservedPod, total int32, rev string) ([]bool, []string) {
+	ready := make([]bool, total)
+	names := make([]string, total)
+	rank := make([]int, total)
+	for _, p := range pods {
+		if !p.Active || p.Total != total || p.Shard < 0 || p.Shard >= total {
+			continue
+		}
+		r := 1
+		if p.Ready {
+			r += 2
+		}
+		if p.Revision == rev {
+			r++
+		}
+		if r > rank[p.Shard] || (r == rank[p.Shard] && p.Name < names[p.Shard]) {
+			rank[p.Shard], names[p.Shard] = r, p.Name
+		}
+		ready[p.Shard] = ready[p.Shard] || p.Ready
+	}
+	return ready, names
+}
+
+// event records an Event on the KSMScale.
+func (r *KSMScaleReconciler) event(s *scope, eventType, reason, action, note string, args ...any) {
+	if r.Recorder != nil {
+		r.Recorder.Eventf(s.ksm, nil, eventType, reason, action, note, args...)
+	}
+}

@@ -1,0 +1,121 @@
+// Package ksm builds the Kubernetes objects that run kube-state-metrics for a
+// KSMScale and holds the policies that size it. Everything here is a pure
+// function of its arguments: no client, no clock, no environment, so the
+// reconciler can compare what it wants with what it sees, and tests can pin
+// every object down.
+package ksm
+
+import (
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+
+	v1alpha1 "github.com/ksmscale/ksm-scale-operator/api/v1alpha1"
+)
+
+// Config is a KSMScale's spec with every default resolved. The API server
+// applies the same defaults; resolving them again here keeps the builders
+// correct for objects written before a default existed and for typed objects
+// in unit tests.
+type Config struct {
+	Name              string
+	Namespace         string
+	Image             string
+	NodesPerMonitor   int32
+	Resources         corev1.ResourceRequirements
+	ExtraArgs         []string
+	NodeSelector      map[string]string
+	Tolerations       []corev1.Toleration
+	PriorityClassName string
+
+	Sharded bool
+	// ShardCount is spec.sharding.shardCount; 0 means "derive it".
+	ShardCount                    int32
+	SpreadAcrossNodes             bool
+	EnablePDB                     bool
+	MinAvailable                  int32
+	MinReadySeconds               int32
+	MaxSurge                      int32
+	ScaleUpStabilizationSeconds   int32
+	ScaleDownStabilizationSeconds int32
+}
+
+// Resolve reads a KSMScale into a Config.
+func Resolve(k *v1alpha1.KSMScale) Config {
+	s := k.Spec
+	c := Config{
+		Name:                          k.Name,
+		Namespace:                     orDefault(s.Namespace, v1alpha1.DefaultNamespace),
+		Image:                         orDefault(s.MonitorImage, v1alpha1.DefaultMonitorImage),
+		NodesPerMonitor:               s.NodesPerMonitor,
+		Resources:                     s.Resources,
+		ExtraArgs:                     s.ExtraArgs,
+		NodeSelector:                  s.NodeSelector,
+		Tolerations:                   s.Tolerations,
+		PriorityClassName:             s.PriorityClassName,
+		SpreadAcrossNodes:             true,
+		EnablePDB:                     true,
+		MinAvailable:                  v1alpha1.DefaultMinAvailable,
+		MinReadySeconds:               v1alpha1.DefaultMinReadySeconds,
+		MaxSurge:                      v1alpha1.DefaultMaxSurge,
+		ScaleUpStabilizationSeconds:   v1alpha1.DefaultScaleUpStabilizationSeconds,
+		ScaleDownStabilizationSeconds: v1alpha1.DefaultScaleDownStabilizationSeconds,
+	}
+	if sh := s.Sharding; sh != nil {
+		c.Sharded = sh.Enabled
+		c.ShardCount = sh.ShardCount
+		if a := sh.Advanced; a != nil {
+			c.SpreadAcrossNodes = boolOr(a.SpreadAcrossNodes, true)
+			c.EnablePDB = boolOr(a.EnablePDB, true)
+			if a.MinAvailable > 0 {
+				c.MinAvailable = a.MinAvailable
+			}
+			c.MinReadySeconds = int32Or(a.MinReadySeconds, c.MinReadySeconds)
+			c.MaxSurge = int32Or(a.MaxSurge, c.MaxSurge)
+			c.ScaleUpStabilizationSeconds = int32Or(a.ScaleUpStabilizationSeconds, c.ScaleUpStabilizationSeconds)
+			c.ScaleDownStabilizationSeconds = int32Or(a.ScaleDownStabilizationSeconds, c.ScaleDownStabilizationSeconds)
+		}
+	}
+	return c
+}
+
+// DeploymentName is the name of the unsharded Deployment, and of the Service
+// and ServiceAccount binding of the instance.
+func DeploymentName(name string) string { return "kube-state-metrics-" + name }
+
+// ServiceName is the headless Service over the shard pods.
+func ServiceName(name string) string { return "kube-state-metrics-" + name }
+
+// PDBName is the PodDisruptionBudget over the shard pods.
+func PDBName(name string) string { return fmt.Sprintf("kube-state-metrics-%s-pdb", name) }
+
+// ClusterRoleBindingName binds the instance's ServiceAccount to the read-only
+// kube-state-metrics ClusterRole. It carries the target namespace because two
+// KSMScales may share a namespace (and its ServiceAccount) but each owns its
+// own binding, so deleting one never takes the other's permissions away.
+func ClusterRoleBindingName(name string) string { return "kube-state-metrics-" + name }
+
+// ServiceAccountName is the ServiceAccount kube-state-metrics runs as, one per
+// target namespace, as the plan's pod sketch names it.
+const ServiceAccountName = "kube-state-metrics"
+
+func orDefault(v, def string) string {
+	if v == "" {
+		return def
+	}
+	return v
+}
+
+func boolOr(p *bool, def bool) bool {
+	if p == nil {
+		return def
+	}
+	return *p
+}
+
+func int32Or(p *int32, def int32) int32 {
+	if p == nil {
+		return def
+	}
+	return *p
+}

@@ -1,0 +1,98 @@
+package ksm
+
+import (
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+)
+
+// Ports of kube-state-metrics, fixed by the operator: the Service, the probes
+// and the ServiceMonitor rely on them.
+const (
+	MetricsPort       = 8080
+	TelemetryPort     = 8081
+	MetricsPortName   = "http-metrics"
+	TelemetryPortName = "telemetry"
+	ContainerName     = "kube-state-metrics"
+	// nobody: the user the KSM project's own manifests run as.
+	runAsUser = 65534
+)
+
+// baseArgs are the listen flags every kube-state-metrics container gets.
+func baseArgs() []string {
+	return []string{
+		"--host=0.0.0.0",
+		fmt.Sprintf("--port=%d", MetricsPort),
+		"--telemetry-host=0.0.0.0",
+		fmt.Sprintf("--telemetry-port=%d", TelemetryPort),
+	}
+}
+
+// UnshardedArgs is the command line of an unsharded instance.
+func UnshardedArgs(c Config) []string {
+	return append(baseArgs(), c.ExtraArgs...)
+}
+
+// ShardArgs is the command line of shard `shard` of `total`.
+func ShardArgs(c Config, shard, total int32) []string {
+	args := append(baseArgs(), fmt.Sprintf("--shard=%d", shard), fmt.Sprintf("--total-shards=%d", total))
+	return append(args, c.ExtraArgs...)
+}
+
+// podSpec is the pod spec shared by the Deployment and the shard pods. It
+// passes the Pod Security Standard "restricted" and mirrors the security
+// settings of the KSM project's own manifests.
+func podSpec(c Config, args []string, affinity *corev1.Affinity) corev1.PodSpec {
+	return corev1.PodSpec{
+		ServiceAccountName:           ServiceAccountName,
+		AutomountServiceAccountToken: ptr.To(true),
+		NodeSelector:                 c.NodeSelector,
+		Tolerations:                  c.Tolerations,
+		PriorityClassName:            c.PriorityClassName,
+		Affinity:                     affinity,
+		SecurityContext: &corev1.PodSecurityContext{
+			RunAsNonRoot:   ptr.To(true),
+			RunAsUser:      ptr.To[int64](runAsUser),
+			RunAsGroup:     ptr.To[int64](runAsUser),
+			FSGroup:        ptr.To[int64](runAsUser),
+			SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+		},
+		Containers: []corev1.Container{{
+			Name:  ContainerName,
+			Image: c.Image,
+			Args:  args,
+			Ports: []corev1.ContainerPort{
+				{Name: MetricsPortName, ContainerPort: MetricsPort, Protocol: corev1.ProtocolTCP},
+				{Name: TelemetryPortName, ContainerPort: TelemetryPort, Protocol: corev1.ProtocolTCP},
+			},
+			Resources: c.Resources,
+			LivenessProbe: &corev1.Probe{
+				ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
+					Path: "/livez", Port: intstr.FromString(MetricsPortName), Scheme: corev1.URISchemeHTTP,
+				}},
+				InitialDelaySeconds: 5,
+				TimeoutSeconds:      5,
+				PeriodSeconds:       10,
+				FailureThreshold:    3,
+			},
+			ReadinessProbe: &corev1.Probe{
+				ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
+					Path: "/readyz", Port: intstr.FromString(TelemetryPortName), Scheme: corev1.URISchemeHTTP,
+				}},
+				InitialDelaySeconds: 5,
+				TimeoutSeconds:      5,
+				PeriodSeconds:       10,
+				FailureThreshold:    3,
+			},
+			SecurityContext: &corev1.SecurityContext{
+				AllowPrivilegeEscalation: ptr.To(false),
+				ReadOnlyRootFilesystem:   ptr.To(true),
+				RunAsNonRoot:             ptr.To(true),
+				Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+			},
+			TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+		}},
+	}
+}

@@ -1,0 +1,37 @@
+package ksm
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// BuildServiceAccount is the identity kube-state-metrics runs as in the
+// target namespace. It is shared by every KSMScale of that namespace, so it
+// carries no instance labels.
+func BuildServiceAccount(namespace string) *corev1.ServiceAccount {
+	return &corev1.ServiceAccount{
+		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "ServiceAccount"},
+		ObjectMeta: metav1.ObjectMeta{
+			Name:      ServiceAccountName,
+			Namespace: namespace,
+			Labels:    map[string]string{LabelName: appName, LabelManagedBy: ManagedBy},
+		},
+	}
+}
+
+// BuildClusterRoleBinding grants the ServiceAccount the read-only
+// kube-state-metrics ClusterRole shipped in config/rbac.
+func BuildClusterRoleBinding(c Config, clusterRole string) *rbacv1.ClusterRoleBinding {
+	return &rbacv1.ClusterRoleBinding{
+		TypeMeta: metav1.TypeMeta{APIVersion: "rbac.authorization.k8s.io/v1", Kind: "ClusterRoleBinding"},
+		ObjectMeta: metav1.ObjectMeta{
+			Name:   ClusterRoleBindingName(c.Name),
+			Labels: CommonLabels(c.Name),
+		},
+		RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: clusterRole},
+		Subjects: []rbacv1.Subject{{
+			Kind: rbacv1.ServiceAccountKind, Name: ServiceAccountName, Namespace: c.Namespace,
+		}},
+	}
+}

@@ -1,0 +1,196 @@
+// Package integration runs the operator against a real kube-apiserver and
+// etcd (controller-runtime's envtest with the binaries built into bin/). No
+// kubelet runs, so the tests play kubelet and Deployment controller where
+// they need pods to become Ready.
+package integration
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"go.uber.org/zap/zapcore"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	v1alpha1 "github.com/ksmscale/ksm-scale-operator/api/v1alpha1"
+	"github.com/ksmscale/ksm-scale-operator/internal/controller"
+	"github.com/ksmscale/ksm-scale-operator/internal/ksm"
+)
+
+var (
+	scheme = runtime.NewScheme()
+	// k8s is a direct (uncached) client for the tests' own reads and writes.
+	k8s     client.Client
+	restCfg *rest.Config
+	// testCtx lives as long as the suite.
+	testCtx context.Context
+)
+
+func init() {
+	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
+	utilruntime.Must(v1alpha1.AddToScheme(scheme))
+}
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	root, _ := filepath.Abs("../..")
+	assets := os.Getenv("KUBEBUILDER_ASSETS")
+	if assets == "" {
+		assets = filepath.Join(root, "bin")
+	}
+	if _, err := os.Stat(filepath.Join(assets, "kube-apiserver")); err != nil {
+		fmt.Fprintf(os.Stderr, "integration tests need kube-apiserver and etcd in %s: run hack/build-tools.sh (or make test)\n", assets)
+		return 1
+	}
+	logf.SetLogger(zap.New(zap.WriteTo(os.Stderr), zap.UseDevMode(true), zap.Level(zapLevel())))
+
+	env := &envtest.Environment{
+		CRDDirectoryPaths:        []string{filepath.Join(root, "config", "crd", "bases")},
+		ErrorIfCRDPathMissing:    true,
+		BinaryAssetsDirectory:    assets,
+		ControlPlaneStartTimeout: 2 * time.Minute,
+		ControlPlaneStopTimeout:  time.Minute,
+	}
+	cfg, err := env.Start()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "start envtest: %v\n", err)
+		return 1
+	}
+	// Stop the API server and etcd (by their PIDs, inside envtest) whatever happens.
+	defer func() {
+		if err := env.Stop(); err != nil {
+			fmt.Fprintf(os.Stderr, "stop envtest: %v\n", err)
+		}
+	}()
+	restCfg = cfg
+
+	k8s, err = client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "client: %v\n", err)
+		return 1
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	testCtx = ctx
+	if err := startManager(ctx, cfg); err != nil {
+		fmt.Fprintf(os.Stderr, "start manager: %v\n", err)
+		return 1
+	}
+	return m.Run()
+}
+
+func zapLevel() zapcore.Level {
+	if os.Getenv("TEST_VERBOSE_LOGS") != "" {
+		return -1
+	}
+	return 1
+}
+
+// startManager runs the operator in-process the way cmd/main.go wires it.
+func startManager(ctx context.Context, cfg *rest.Config) error {
+	managed := cache.ByObject{Label: ksm.ManagedSelector()}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:  scheme,
+		Metrics: metricsserver.Options{BindAddress: "0"},
+		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
+			&corev1.Pod{}:                   managed,
+			&appsv1.Deployment{}:            managed,
+			&corev1.Service{}:               managed,
+			&corev1.ServiceAccount{}:        managed,
+			&policyv1.PodDisruptionBudget{}: managed,
+			&rbacv1.ClusterRoleBinding{}:    managed,
+		}},
+	})
+	if err != nil {
+		return err
+	}
+	r := &controller.KSMScaleReconciler{
+		Client:         mgr.GetClient(),
+		APIReader:      mgr.GetAPIReader(),
+		Recorder:       mgr.GetEventRecorder("ksm-scale-operator"),
+		KSMClusterRole: controller.DefaultKSMClusterRole,
+	}
+	if err := r.SetupWithManager(ctx, mgr); err != nil {
+		return err
+	}
+	go func() {
+		if err := mgr.Start(ctx); err != nil {
+			fmt.Fprintf(os.Stderr, "manager: %v\n", err)
+		}
+	}()
+	return nil
+}
+
+// eventually polls cond every 100 ms until it returns nil or the deadline
+// passes, then fails with cond's last error. Deadlines are generous: the
+// machine is small and shared.
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var err error
+	for {
+		if err = cond(); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: still not true after %s: %v", what, timeout, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// createNamespace makes a namespace for one test and removes it afterwards.
+func createNamespace(t *testing.T, name string) {
+	t.Helper()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
+	if err := k8s.Create(testCtx, ns); err != nil {
+		t.Fatalf("create namespace %s: %v", name, err)
+	}
+	t.Cleanup(func() { _ = k8s.Delete(context.Background(), ns) })
+}
+
+// createKSMScale creates k and deletes it when the test ends.
+func createKSMScale(t *testing.T, k *v1alpha1.KSMScale) {
+	t.Helper()
+	if err := k8s.Create(testCtx, k); err != nil {
+		t.Fatalf("create KSMScale %s: %v", k.Name, err)
+	}
+	t.Cleanup(func() {
+		_ = k8s.Delete(context.Background(), &v1alpha1.KSMScale{ObjectMeta: metav1.ObjectMeta{Name: k.Name}})
+	})
+}
+
+func getKSMScale(t *testing.T, name string) *v1alpha1.KSMScale {
+	t.Helper()
+	k := &v1alpha1.KSMScale{}
+	if err := k8s.Get(testCtx, client.ObjectKey{Name: name}, k); err != nil {
+		t.Fatalf("get KSMScale %s: %v", name, err)
+	}
+	return k
+}
+
+// clientDryRun makes a create run every admission and validation step
+// without storing the object.
+var clientDryRun = client.CreateOptions{DryRun: []string{metav1.DryRunAll}}
