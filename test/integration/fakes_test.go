@@ -2,6 +2,8 @@ package integration
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/json"
 	"fmt"
 	"sync"
 	"testing"
@@ -9,11 +11,14 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 )
 
@@ -50,7 +55,7 @@ func startKubelet(t *testing.T, ns string) *fakeKubelet {
 			f.mu.Unlock()
 			for i := range pods.Items {
 				p := &pods.Items[i]
-				if p.Status.Phase != "" || !p.DeletionTimestamp.IsZero() || (hold != nil && hold(p)) {
+				if (p.Status.Phase != "" && p.Status.Phase != corev1.PodPending) || !p.DeletionTimestamp.IsZero() || (hold != nil && hold(p)) {
 					continue
 				}
 				markReady(ctx, p)
@@ -94,8 +99,12 @@ func setPodPhase(t *testing.T, ns, name string, phase corev1.PodPhase, reason st
 	})
 }
 
-// startDeploymentController reports every Deployment in ns as fully rolled
-// out and available, as kube-controller-manager would once its pods are Ready.
+// startDeploymentController plays kube-controller-manager's Deployment and
+// ReplicaSet controllers for the Deployments in ns, simply: it creates one pod
+// per replica from the current template (named after a hash of it), deletes
+// the pods of older templates once every current one is Ready (maxUnavailable
+// 0), deletes the pods of Deployments that are gone (envtest runs no garbage
+// collector) and reports the counts in the Deployment's status.
 func startDeploymentController(t *testing.T, ns string) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(testCtx)
@@ -104,23 +113,88 @@ func startDeploymentController(t *testing.T, ns string) {
 	go func() {
 		defer close(done)
 		_ = wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(ctx context.Context) (bool, error) {
-			list := &appsv1.DeploymentList{}
-			if err := k8s.List(ctx, list, client.InNamespace(ns)); err != nil {
-				return false, nil
-			}
-			for i := range list.Items {
-				d := &list.Items[i]
-				r := *d.Spec.Replicas
-				s := d.Status
-				if s.ObservedGeneration == d.Generation && s.Replicas == r && s.ReadyReplicas == r && s.AvailableReplicas == r && s.UpdatedReplicas == r {
-					continue
-				}
-				d.Status = appsv1.DeploymentStatus{ObservedGeneration: d.Generation, Replicas: r, ReadyReplicas: r, AvailableReplicas: r, UpdatedReplicas: r}
-				_ = k8s.Status().Update(ctx, d)
-			}
+			syncDeployments(ctx, ns)
 			return false, nil
 		})
 	}()
+}
+
+func syncDeployments(ctx context.Context, ns string) {
+	list := &appsv1.DeploymentList{}
+	pods := &corev1.PodList{}
+	if k8s.List(ctx, list, client.InNamespace(ns)) != nil || k8s.List(ctx, pods, client.InNamespace(ns)) != nil {
+		return
+	}
+	live := map[types.UID]bool{}
+	for i := range list.Items {
+		d := &list.Items[i]
+		live[d.UID] = true
+		b, _ := json.Marshal(d.Spec.Template)
+		hash := fmt.Sprintf("%x", sha256.Sum256(b))[:8]
+		var current, ready, old int32
+		for j := range pods.Items {
+			p := &pods.Items[j]
+			if ref := metav1.GetControllerOf(p); ref == nil || ref.UID != d.UID || !p.DeletionTimestamp.IsZero() {
+				continue
+			}
+			if p.Labels["fake-template-hash"] != hash {
+				old++
+				continue
+			}
+			current++
+			if podReady(p) {
+				ready++
+			}
+		}
+		replicas := *d.Spec.Replicas
+		for n := current; n < replicas; n++ {
+			p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{
+				GenerateName: fmt.Sprintf("%s-%s-", d.Name, hash), Namespace: ns,
+				Labels: map[string]string{"fake-template-hash": hash},
+			}, Spec: d.Spec.Template.Spec}
+			for k, v := range d.Spec.Template.Labels {
+				p.Labels[k] = v
+			}
+			_ = controllerutil.SetControllerReference(d, p, scheme)
+			_ = k8s.Create(ctx, p)
+		}
+		for j := range pods.Items {
+			p := &pods.Items[j]
+			ref := metav1.GetControllerOf(p)
+			if ref == nil || ref.UID != d.UID || !p.DeletionTimestamp.IsZero() {
+				continue
+			}
+			stale := p.Labels["fake-template-hash"] != hash && ready >= replicas
+			surplus := p.Labels["fake-template-hash"] == hash && current > replicas
+			if stale || surplus {
+				_ = k8s.Delete(ctx, p)
+				if surplus {
+					current--
+				}
+			}
+		}
+		st := appsv1.DeploymentStatus{ObservedGeneration: d.Generation, Replicas: current + old,
+			ReadyReplicas: ready, AvailableReplicas: ready, UpdatedReplicas: current}
+		if !equality.Semantic.DeepEqual(st, d.Status) {
+			d.Status = st
+			_ = k8s.Status().Update(ctx, d)
+		}
+	}
+	for j := range pods.Items {
+		p := &pods.Items[j]
+		if ref := metav1.GetControllerOf(p); ref != nil && ref.Kind == "Deployment" && !live[ref.UID] {
+			_ = k8s.Delete(ctx, p)
+		}
+	}
+}
+
+func podReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
 }
 
 // createNodes adds n Nodes named prefix-i and removes them when the test ends.

@@ -17,6 +17,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
@@ -161,14 +162,15 @@ func eventually(t *testing.T, timeout time.Duration, what string, cond func() er
 	}
 }
 
-// createNamespace makes a namespace for one test and removes it afterwards.
+// createNamespace makes a namespace unless it exists. Namespaces are not
+// deleted: envtest runs no namespace controller, so a deleted namespace would
+// stay Terminating and refuse new pods for the rest of the suite.
 func createNamespace(t *testing.T, name string) {
 	t.Helper()
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
-	if err := k8s.Create(testCtx, ns); err != nil {
+	if err := k8s.Create(testCtx, ns); err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatalf("create namespace %s: %v", name, err)
 	}
-	t.Cleanup(func() { _ = k8s.Delete(context.Background(), ns) })
 }
 
 // createKSMScale creates k and deletes it when the test ends.

@@ -57,6 +57,7 @@ func wantCondition(k *v1alpha1.KSMScale, typ string, status metav1.ConditionStat
 func TestUnshardedFollowsNodeCount(t *testing.T) {
 	const ns, name = "unsharded", "unsharded"
 	createNamespace(t, ns)
+	startKubelet(t, ns)
 	startDeploymentController(t, ns)
 	createNodes(t, "unsharded-node", 0, 5)
 
@@ -232,6 +233,7 @@ func TestUnshardedFollowsNodeCount(t *testing.T) {
 
 func TestEmptySpecRunsOneReplicaInMonitoring(t *testing.T) {
 	createNamespace(t, "monitoring")
+	startKubelet(t, "monitoring")
 	startDeploymentController(t, "monitoring")
 	createKSMScale(t, &v1alpha1.KSMScale{ObjectMeta: metav1.ObjectMeta{Name: "empty"}})
 	waitStatus(t, "empty", 60*time.Second, func(k *v1alpha1.KSMScale) error {
@@ -260,6 +262,7 @@ func TestMissingNamespaceIsReported(t *testing.T) {
 	})
 	// The namespace appearing is enough to recover: no requeue loop, a watch.
 	createNamespace(t, ns)
+	startKubelet(t, ns)
 	startDeploymentController(t, ns)
 	waitStatus(t, name, 60*time.Second, func(k *v1alpha1.KSMScale) error {
 		if k.Status.Phase != v1alpha1.PhaseReady {
