@@ -12,6 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
@@ -159,7 +160,7 @@ func (r *KSMScaleReconciler) reconcileShardPods(ctx context.Context, s *scope, t
 			retired++
 			continue
 		}
-		r.event(s, corev1.EventTypeNormal, EventShardDeleted, "DeletePod", "deleted pod %s: %s", p.Name, d.Reason)
+		r.podEvent(s, p, corev1.EventTypeNormal, EventShardDeleted, "DeletePod", "deleted pod %s: %s", p.Name, d.Reason)
 	}
 	if retired > 0 {
 		r.event(s, corev1.EventTypeNormal, EventReshardingFinished, "Reshard",
@@ -187,11 +188,12 @@ func (r *KSMScaleReconciler) createShardPod(ctx context.Context, s *scope, shard
 	rev := pod.Labels[ksm.LabelRevision]
 	for attempt := 0; attempt < 3; attempt++ {
 		pod.Name = ksm.NextPodName(s.cfg.Name, shard, rev, held)
-		err := r.Create(ctx, pod.DeepCopy())
+		created := pod.DeepCopy()
+		err := r.Create(ctx, created)
 		if err == nil {
 			held[pod.Name] = true
 			log.FromContext(ctx).Info("created shard pod", "pod", pod.Name, "shard", shard, "totalShards", total)
-			r.event(s, corev1.EventTypeNormal, EventShardCreated, "CreatePod",
+			r.podEvent(s, created, corev1.EventTypeNormal, EventShardCreated, "CreatePod",
 				"created pod %s for shard %d of %d", pod.Name, shard, total)
 			return nil
 		}
@@ -214,7 +216,7 @@ func (r *KSMScaleReconciler) createShardPod(ctx context.Context, s *scope, shard
 		if err := r.Delete(ctx, hidden, client.Preconditions{UID: &uid}); client.IgnoreNotFound(err) != nil {
 			return classify(err, "delete pod "+hidden.Name)
 		}
-		r.event(s, corev1.EventTypeNormal, EventShardDeleted, "DeletePod",
+		r.podEvent(s, hidden, corev1.EventTypeNormal, EventShardDeleted, "DeletePod",
 			"deleted pod %s: its labels were changed by someone else", hidden.Name)
 	}
 	return nil
@@ -310,7 +312,19 @@ func shardReadiness(pods []ksm.ObservedPod, total int32, rev string) ([]bool, []
 
 // event records an Event on the KSMScale.
 func (r *KSMScaleReconciler) event(s *scope, eventType, reason, action, note string, args ...any) {
-	if r.Recorder != nil {
-		r.Recorder.Eventf(s.ksm, nil, eventType, reason, action, note, args...)
+	r.podEvent(s, nil, eventType, reason, action, note, args...)
+}
+
+// podEvent records an Event on the KSMScale about one of its pods. The pod is
+// the Event's related object, which also keeps the events API from folding
+// the events of different shards into one series.
+func (r *KSMScaleReconciler) podEvent(s *scope, pod *corev1.Pod, eventType, reason, action, note string, args ...any) {
+	if r.Recorder == nil {
+		return
 	}
+	var related runtime.Object
+	if pod != nil {
+		related = pod
+	}
+	r.Recorder.Eventf(s.ksm, related, eventType, reason, action, note, args...)
 }

@@ -90,9 +90,9 @@ func ServiceName(name string) string { return "kube-state-metrics-" + name }
 func PDBName(name string) string { return fmt.Sprintf("kube-state-metrics-%s-pdb", name) }
 
 // ClusterRoleBindingName binds the instance's ServiceAccount to the read-only
-// kube-state-metrics ClusterRole. It carries the target namespace because two
-// KSMScales may share a namespace (and its ServiceAccount) but each owns its
-// own binding, so deleting one never takes the other's permissions away.
+// kube-state-metrics ClusterRole. Each KSMScale (cluster-scoped, so its name
+// is unique) owns its own binding, even when two share a namespace and its
+// ServiceAccount, so deleting one never takes the other's permissions away.
 func ClusterRoleBindingName(name string) string { return "kube-state-metrics-" + name }
 
 // ServiceAccountName is the ServiceAccount kube-state-metrics runs as, one per

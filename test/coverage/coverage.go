@@ -37,6 +37,10 @@ func CompleteGenerations(pods []*corev1.Pod, container string) int {
 			continue
 		}
 		shard, total := shardOf(p, container)
+		if shard < 0 || shard >= total {
+			// An ordinal outside 0..total-1 covers nothing of its generation.
+			continue
+		}
 		if ready[total] == nil {
 			ready[total] = map[int]bool{}
 		}
