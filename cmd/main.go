@@ -6,16 +6,10 @@ import (
 	"flag"
 	"os"
 
-	appsv1 "k8s.io/api/apps/v1"
-	corev1 "k8s.io/api/core/v1"
-	policyv1 "k8s.io/api/policy/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
@@ -23,7 +17,6 @@ import (
 
 	v1alpha1 "github.com/ksmscale/ksm-scale-operator/api/v1alpha1"
 	"github.com/ksmscale/ksm-scale-operator/internal/controller"
-	"github.com/ksmscale/ksm-scale-operator/internal/ksm"
 )
 
 var scheme = runtime.NewScheme()
@@ -63,10 +56,6 @@ func main() {
 		metricsOpts.FilterProvider = filters.WithAuthenticationAndAuthorization
 	}
 
-	// Only the operator's own objects are cached: the Pod informer does not
-	// hold every pod of a 150,000-pod cluster, only the shard pods and the
-	// Deployment's pods, which all carry the managed-by label.
-	managed := cache.ByObject{Label: ksm.ManagedSelector()}
 	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
 		Scheme:                  scheme,
 		Metrics:                 metricsOpts,
@@ -77,14 +66,7 @@ func main() {
 		// The manager stops at once when it loses the lease, so two
 		// replicas never write at the same time.
 		LeaderElectionReleaseOnCancel: true,
-		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
-			&corev1.Pod{}:                   managed,
-			&appsv1.Deployment{}:            managed,
-			&corev1.Service{}:               managed,
-			&corev1.ServiceAccount{}:        managed,
-			&policyv1.PodDisruptionBudget{}: managed,
-			&rbacv1.ClusterRoleBinding{}:    managed,
-		}},
+		Cache:                         controller.CacheOptions(),
 	})
 	if err != nil {
 		setupLog.Error(err, "unable to create manager")
@@ -92,13 +74,7 @@ func main() {
 	}
 
 	ctx := ctrl.SetupSignalHandler()
-	r := &controller.KSMScaleReconciler{
-		Client:         mgr.GetClient(),
-		APIReader:      mgr.GetAPIReader(),
-		Recorder:       mgr.GetEventRecorder("ksm-scale-operator"),
-		KSMClusterRole: ksmRole,
-	}
-	if err := r.SetupWithManager(ctx, mgr); err != nil {
+	if err := controller.Setup(ctx, mgr, ksmRole); err != nil {
 		setupLog.Error(err, "unable to set up the KSMScale controller")
 		os.Exit(1)
 	}

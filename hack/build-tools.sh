@@ -80,7 +80,7 @@ build_etcd() {
 }
 
 build_kwok() {
-  if up_to_date kwok "$KWOK_VERSION" kwok && [[ -d "$BIN/kwok-stages" ]]; then return; fi
+  if up_to_date kwok "$KWOK_VERSION" kwok && [[ -d "$BIN/kwok-stages" ]] && [[ -z $(find "$BIN/kwok-stages" -name "*.go") ]]; then return; fi
   log "kwok $KWOK_VERSION"
   local dir; dir=$(new_module kwok)
   (
@@ -92,6 +92,8 @@ build_kwok() {
     rm -rf "$BIN/kwok-stages" && mkdir -p "$BIN/kwok-stages"
     cp -r "$src/kustomize/stage/." "$BIN/kwok-stages/"
     chmod -R u+w "$BIN/kwok-stages"
+    # Keep only the manifests: Go files there would join this module's ./...
+    find "$BIN/kwok-stages" -type f ! -name '*.yaml' -delete
   )
   echo "$KWOK_VERSION" >"$BIN/.build/kwok.stamp"
 }

@@ -11,6 +11,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -275,3 +276,63 @@ func assertQuiet(t *testing.T, window time.Duration, objs ...client.Object) {
 }
 
 func mustQuantity(s string) resource.Quantity { return resource.MustParse(s) }
+
+// gaugeSample finds a sample of a metric family in the in-process registry
+// whose labels include want.
+func gaugeSample(t *testing.T, family string, want map[string]string) (float64, bool) {
+	t.Helper()
+	families, err := ctrlmetrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != family {
+			continue
+		}
+	metrics:
+		for _, m := range f.GetMetric() {
+			have := map[string]string{}
+			for _, l := range m.GetLabel() {
+				have[l.GetName()] = l.GetValue()
+			}
+			for k, v := range want {
+				if have[k] != v {
+					continue metrics
+				}
+			}
+			return m.GetGauge().GetValue(), true
+		}
+	}
+	return 0, false
+}
+
+func gauge(t *testing.T, family string, want map[string]string) float64 {
+	t.Helper()
+	v, ok := gaugeSample(t, family, want)
+	if !ok {
+		t.Errorf("no %s%v sample", family, want)
+	}
+	return v
+}
+
+func gaugeExists(t *testing.T, family string, want map[string]string) bool {
+	t.Helper()
+	_, ok := gaugeSample(t, family, want)
+	return ok
+}
+
+// eventsFor lists the events.k8s.io Events about a KSMScale.
+func eventsFor(t *testing.T, name string) []eventsv1.Event {
+	t.Helper()
+	list := &eventsv1.EventList{}
+	if err := k8s.List(testCtx, list); err != nil {
+		t.Fatal(err)
+	}
+	var out []eventsv1.Event
+	for _, e := range list.Items {
+		if e.Regarding.Kind == "KSMScale" && e.Regarding.Name == name {
+			out = append(out, e)
+		}
+	}
+	return out
+}

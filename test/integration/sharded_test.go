@@ -224,7 +224,40 @@ func TestPlanShardedExample(t *testing.T) {
 		for _, p := range pods {
 			objs = append(objs, p.DeepCopy())
 		}
+		reconciles := reconcileCount(t)
 		assertQuiet(t, 20*time.Second, objs...)
+		// The instance has nothing pending, so nothing requeues it either.
+		if n := reconcileCount(t) - reconciles; n != 0 {
+			t.Errorf("%v reconciles of a converged instance in 20 s", n)
+		}
+	})
+
+	t.Run("metrics and events tell people", func(t *testing.T) {
+		if v := gauge(t, "ksmscale_shards_total", map[string]string{"ksmscale": name}); v != 3 {
+			t.Errorf("ksmscale_shards_total %v", v)
+		}
+		if v := gauge(t, "ksmscale_shards_active", map[string]string{"ksmscale": name}); v != 3 {
+			t.Errorf("ksmscale_shards_active %v", v)
+		}
+		for i := 0; i < 3; i++ {
+			if v := gauge(t, "ksmscale_shard_ready", map[string]string{"ksmscale": name, "shard": fmt.Sprint(i)}); v != 1 {
+				t.Errorf("ksmscale_shard_ready shard %d = %v", i, v)
+			}
+		}
+		eventually(t, 30*time.Second, "ShardCreated events for every shard", func() error {
+			created := map[string]bool{}
+			for _, e := range eventsFor(t, name) {
+				if e.Reason == controller.EventShardCreated && e.Related != nil {
+					created[e.Related.Name] = true
+				}
+			}
+			for _, p := range pods {
+				if !created[p.Name] {
+					return fmt.Errorf("no ShardCreated event for %s (have %v)", p.Name, created)
+				}
+			}
+			return nil
+		})
 	})
 
 	// The plan's example keeps the 30 s default settle time; shorten it so
@@ -258,6 +291,23 @@ func TestPlanShardedExample(t *testing.T) {
 			}
 			waitConverged(t, ns, name, step.to, nil)
 			assertCoverage(t, w, fmt.Sprintf("reshard %d->%d", step.from, step.to), settle)
+			eventually(t, 30*time.Second, "resharding events", func() error {
+				var started, finished bool
+				for _, e := range eventsFor(t, name) {
+					started = started || (e.Reason == controller.EventReshardingStarted && strings.Contains(e.Note, fmt.Sprintf("%d shards", step.to)))
+					finished = finished || (e.Reason == controller.EventReshardingFinished && strings.Contains(e.Note, fmt.Sprintf("all %d shards", step.to)))
+				}
+				if !started || !finished {
+					return fmt.Errorf("ReshardingStarted %v, ReshardingFinished %v", started, finished)
+				}
+				return nil
+			})
+			if v := gauge(t, "ksmscale_shards_total", map[string]string{"ksmscale": name}); v != float64(step.to) {
+				t.Errorf("ksmscale_shards_total %v, want %d", v, step.to)
+			}
+			if step.to < step.from && gaugeExists(t, "ksmscale_shard_ready", map[string]string{"ksmscale": name, "shard": fmt.Sprint(step.from - 1)}) {
+				t.Errorf("ksmscale_shard_ready of removed shard %d still exported", step.from-1)
+			}
 		})
 	}
 
@@ -283,6 +333,14 @@ func TestPlanShardedExample(t *testing.T) {
 		w = watchCoverage(t, ns, name)
 		patchSpec(t, name, `{"spec":{"sharding":{"enabled":true}}}`)
 		waitConverged(t, ns, name, 2, nil)
+		eventually(t, 60*time.Second, "ModeSwitched event", func() error {
+			for _, e := range eventsFor(t, name) {
+				if e.Reason == controller.EventModeSwitched {
+					return nil
+				}
+			}
+			return fmt.Errorf("no ModeSwitched event")
+		})
 		eventually(t, 60*time.Second, "Deployment retired", func() error {
 			_, err := getDeployment(ns, "kube-state-metrics-"+name)
 			if err == nil {
@@ -439,6 +497,12 @@ func TestTwoInstancesInOneNamespace(t *testing.T) {
 	if err := k8s.Delete(testCtx, &v1alpha1.KSMScale{ObjectMeta: metav1.ObjectMeta{Name: "second"}}); err != nil {
 		t.Fatal(err)
 	}
+	eventually(t, 30*time.Second, "metrics of the deleted instance removed", func() error {
+		if gaugeExists(t, "ksmscale_shards_total", map[string]string{"ksmscale": "second"}) {
+			return fmt.Errorf("ksmscale_shards_total{ksmscale=second} still exported")
+		}
+		return nil
+	})
 	if after := resourceVersions(t, objs...); !slices.Equal(before, after) {
 		t.Errorf("the second instance touched the first one's objects: %v -> %v", before, after)
 	}

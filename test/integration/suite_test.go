@@ -13,10 +13,7 @@ import (
 	"time"
 
 	"go.uber.org/zap/zapcore"
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	policyv1 "k8s.io/api/policy/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -24,7 +21,6 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
@@ -33,7 +29,6 @@ import (
 
 	v1alpha1 "github.com/ksmscale/ksm-scale-operator/api/v1alpha1"
 	"github.com/ksmscale/ksm-scale-operator/internal/controller"
-	"github.com/ksmscale/ksm-scale-operator/internal/ksm"
 )
 
 var (
@@ -111,29 +106,15 @@ func zapLevel() zapcore.Level {
 
 // startManager runs the operator in-process the way cmd/main.go wires it.
 func startManager(ctx context.Context, cfg *rest.Config) error {
-	managed := cache.ByObject{Label: ksm.ManagedSelector()}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:  scheme,
 		Metrics: metricsserver.Options{BindAddress: "0"},
-		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
-			&corev1.Pod{}:                   managed,
-			&appsv1.Deployment{}:            managed,
-			&corev1.Service{}:               managed,
-			&corev1.ServiceAccount{}:        managed,
-			&policyv1.PodDisruptionBudget{}: managed,
-			&rbacv1.ClusterRoleBinding{}:    managed,
-		}},
+		Cache:   controller.CacheOptions(),
 	})
 	if err != nil {
 		return err
 	}
-	r := &controller.KSMScaleReconciler{
-		Client:         mgr.GetClient(),
-		APIReader:      mgr.GetAPIReader(),
-		Recorder:       mgr.GetEventRecorder("ksm-scale-operator"),
-		KSMClusterRole: controller.DefaultKSMClusterRole,
-	}
-	if err := r.SetupWithManager(ctx, mgr); err != nil {
+	if err := controller.Setup(ctx, mgr, controller.DefaultKSMClusterRole); err != nil {
 		return err
 	}
 	go func() {
