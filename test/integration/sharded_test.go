@@ -129,7 +129,7 @@ func TestPlanShardedExample(t *testing.T) {
 	if err := k8s.Get(testCtx, client.ObjectKey{Name: ns}, &corev1.Namespace{}); err != nil {
 		createNamespace(t, ns)
 	}
-	startKubelet(t, ns)
+	kubelet := startKubelet(t, ns)
 	startDeploymentController(t, ns)
 
 	b, err := os.ReadFile("../../config/samples/monitor_v1alpha1_ksmscale_sharded.yaml")
@@ -361,7 +361,31 @@ func TestPlanShardedExample(t *testing.T) {
 		assertCoverage(t, w, "sharding on", settle)
 	})
 
-	t.Run("self-healing", func(t *testing.T) { testSelfHealing(t, ns, name, 2) })
+	t.Run("a second change mid-way strands nothing", func(t *testing.T) {
+		w := watchCoverage(t, ns, name)
+		// Keep the 4-shard generation from settling before the second
+		// change arrives: its pods stay un-Ready until released.
+		kubelet.setHold(func(p *corev1.Pod) bool { return p.Labels["total-shards"] == "4" && p.Labels["shard-id"] == "3" })
+		patchSpec(t, name, `{"spec":{"sharding":{"shardCount":4}}}`)
+		eventually(t, 60*time.Second, "half-built 4-shard generation", func() error {
+			n := 0
+			for _, p := range shardPods(t, ns, name) {
+				if p.Labels["total-shards"] == "4" {
+					n++
+				}
+			}
+			if n != 4 {
+				return fmt.Errorf("%d pods of the 4-shard generation", n)
+			}
+			return nil
+		})
+		patchSpec(t, name, `{"spec":{"sharding":{"shardCount":6}}}`)
+		kubelet.setHold(nil)
+		waitConverged(t, ns, name, 6, nil)
+		assertCoverage(t, w, "reshard 2->4->6", settle)
+	})
+
+	t.Run("self-healing", func(t *testing.T) { testSelfHealing(t, ns, name, 6) })
 }
 
 // testSelfHealing breaks a converged sharded instance in every way a
