@@ -13,14 +13,11 @@ const DefaultMonitorImage = "registry.k8s.io/kube-state-metrics/kube-state-metri
 // that were stored before a default existed (or typed clients in unit tests).
 const (
 	DefaultNamespace                     = "monitoring"
-	DefaultShardCount                    = 3
 	DefaultMinAvailable                  = 1
 	DefaultMinReadySeconds               = 30
 	DefaultMaxSurge                      = 1
 	DefaultScaleUpStabilizationSeconds   = 60
 	DefaultScaleDownStabilizationSeconds = 300
-	MinShardCount                        = 2
-	MaxShardCount                        = 10
 )
 
 // StrategyManual runs one individually managed Pod per shard.
