@@ -14,6 +14,7 @@ import (
 
 	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -26,6 +27,7 @@ import (
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/yaml"
 
 	v1alpha1 "github.com/ksmscale/ksm-scale-operator/api/v1alpha1"
 	"github.com/ksmscale/ksm-scale-operator/internal/controller"
@@ -36,6 +38,8 @@ var (
 	// k8s is a direct (uncached) client for the tests' own reads and writes.
 	k8s     client.Client
 	restCfg *rest.Config
+	// operatorCfg impersonates the operator's ServiceAccount.
+	operatorCfg *rest.Config
 	// testCtx lives as long as the suite.
 	testCtx context.Context
 )
@@ -90,7 +94,15 @@ func run(m *testing.M) int {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	testCtx = ctx
-	if err := startManager(ctx, cfg); err != nil {
+	// The operator runs with exactly the permissions config/rbac grants it:
+	// a missing rule fails the suite, not a production install.
+	opCfg, err := operatorIdentity(ctx, cfg, root)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "operator identity: %v\n", err)
+		return 1
+	}
+	operatorCfg = opCfg
+	if err := startManager(ctx, opCfg); err != nil {
 		fmt.Fprintf(os.Stderr, "start manager: %v\n", err)
 		return 1
 	}
@@ -102,6 +114,44 @@ func zapLevel() zapcore.Level {
 		return -1
 	}
 	return 1
+}
+
+// operatorIdentity installs the generated manager ClusterRole and the
+// kube-state-metrics ClusterRole from config/rbac, binds the first to the
+// operator's ServiceAccount and returns a config that impersonates it.
+func operatorIdentity(ctx context.Context, cfg *rest.Config, root string) (*rest.Config, error) {
+	const ns, sa = "ksm-scale-operator-system", "ksm-scale-operator"
+	var roles []string
+	for _, f := range []string{"role.yaml", "kube_state_metrics_role.yaml"} {
+		b, err := os.ReadFile(filepath.Join(root, "config", "rbac", f))
+		if err != nil {
+			return nil, err
+		}
+		role := &rbacv1.ClusterRole{}
+		if err := yaml.Unmarshal(b, role); err != nil {
+			return nil, fmt.Errorf("%s: %w", f, err)
+		}
+		if err := k8s.Create(ctx, role); err != nil {
+			return nil, err
+		}
+		roles = append(roles, role.Name)
+	}
+	if err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+		return nil, err
+	}
+	if err := k8s.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: sa}}); err != nil {
+		return nil, err
+	}
+	if err := k8s.Create(ctx, &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "ksm-scale-operator-manager"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: roles[0]},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: ns, Name: sa}},
+	}); err != nil {
+		return nil, err
+	}
+	op := rest.CopyConfig(cfg)
+	op.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:" + ns + ":" + sa}
+	return op, nil
 }
 
 // startManager runs the operator in-process the way cmd/main.go wires it.
