@@ -110,7 +110,9 @@ type scope struct {
 	ksm *v1alpha1.KSMScale
 	cfg ksm.Config
 	now time.Time
-	obs observation
+	// nodes are the names of the cluster's nodes.
+	nodes map[string]bool
+	obs   observation
 }
 
 // stopError is a failure that a retry will not fix (a forbidden or invalid
@@ -137,11 +139,12 @@ func classify(err error, what string) error {
 }
 
 func (r *KSMScaleReconciler) reconcileAll(ctx context.Context, s *scope) (ctrl.Result, error) {
-	nodes, err := r.countNodes(ctx)
+	nodes, err := r.listNodes(ctx)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	s.obs.nodes = nodes
+	s.nodes = nodes
+	s.obs.nodes = int32(len(nodes))
 
 	ns := &metav1.PartialObjectMetadata{}
 	ns.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Namespace"))
@@ -182,13 +185,19 @@ func earliest(a, b ctrl.Result) ctrl.Result {
 	return a
 }
 
-func (r *KSMScaleReconciler) countNodes(ctx context.Context) (int32, error) {
+// listNodes returns the names of the cluster's nodes, read from the
+// metadata-only Node cache.
+func (r *KSMScaleReconciler) listNodes(ctx context.Context) (map[string]bool, error) {
 	nodes := &metav1.PartialObjectMetadataList{}
 	nodes.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("NodeList"))
 	if err := r.List(ctx, nodes); err != nil {
-		return 0, fmt.Errorf("list nodes: %w", err)
+		return nil, fmt.Errorf("list nodes: %w", err)
 	}
-	return int32(len(nodes.Items)), nil
+	names := make(map[string]bool, len(nodes.Items))
+	for _, n := range nodes.Items {
+		names[n.Name] = true
+	}
+	return names, nil
 }
 
 func (r *KSMScaleReconciler) reconcileWorkload(ctx context.Context, s *scope) (ctrl.Result, error) {

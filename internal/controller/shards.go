@@ -123,7 +123,15 @@ func (r *KSMScaleReconciler) reconcileShardPods(ctx context.Context, s *scope, t
 	held := map[string]bool{}
 	for i := range pods.Items {
 		p := &pods.Items[i]
-		observed = append(observed, observePod(p, s.cfg, total, rev))
+		o := observePod(p, s.cfg, total, rev)
+		if o.Active && p.Spec.NodeName != "" && !s.nodes[p.Spec.NodeName] {
+			// Its node is gone: nothing runs this pod any more, whatever
+			// its last status says, and pod garbage collection may take a
+			// while. Replace it now; the pod itself goes with the old ones.
+			o.Active, o.Ready = false, false
+			o.Lost = true
+		}
+		observed = append(observed, o)
 		byName[p.Name] = p
 		held[p.Name] = true
 	}

@@ -23,7 +23,10 @@ type ObservedPod struct {
 	Active bool
 	// Terminal: Failed or Succeeded; it serves nothing and is deleted at once.
 	Terminal bool
-	Ready    bool
+	// Lost: its node no longer exists; it serves nothing and is deleted at
+	// once (pod garbage collection would get to it only later).
+	Lost  bool
+	Ready bool
 	// ReadySince is the lastTransitionTime of the pod's Ready condition.
 	ReadySince time.Time
 	Created    time.Time
@@ -56,6 +59,7 @@ type Deletion struct {
 // Reasons for deleting a shard pod; they end up in Events.
 const (
 	DeleteTerminal   = "PodTerminal"
+	DeleteNodeLost   = "NodeLost"
 	DeleteReplaced   = "ReplacedByNewRevision"
 	DeleteDuplicate  = "DuplicateShardPod"
 	DeleteOldGroup   = "OldGenerationRetired"
@@ -114,6 +118,8 @@ func ComputePlan(in PlanInput) Plan {
 		switch {
 		case pod.Terminal:
 			p.Delete = append(p.Delete, Deletion{pod.Name, DeleteTerminal})
+		case pod.Lost:
+			p.Delete = append(p.Delete, Deletion{pod.Name, DeleteNodeLost})
 		case !pod.Active:
 			// Being deleted: serves nothing we can count on, and its name
 			// does not block a replacement (see NextPodName).

@@ -39,6 +39,9 @@ var settledOpt = readyFor(10 * time.Minute)
 // terminal: Failed or Succeeded and not being deleted, as observePod reports it.
 func terminal(p *ObservedPod) { p.Terminal, p.Active, p.Ready = true, false, false }
 
+// lost: its node is gone, as the reconciler reports it.
+func lost(p *ObservedPod) { p.Lost, p.Active, p.Ready = true, false, false }
+
 // deleting: has a deletionTimestamp; its Ready condition may still be True.
 func deleting(p *ObservedPod) { p.Active = false }
 
@@ -362,6 +365,15 @@ func TestComputePlan(t *testing.T) {
 				opod("r-2", 2, 3, revR, settledOpt),
 			}, total: 3, rev: revR, maxSurge: 1},
 			want: Plan{Create: []int32{1}, Delete: del(DeleteTerminal, "r-1")},
+		},
+		{
+			name: "pod on a vanished node is deleted and its shard gets a new pod at once",
+			in: input{pods: []ObservedPod{
+				opod("r-0", 0, 3, revR, settledOpt),
+				opod("r-1", 1, 3, revR, lost),
+				opod("r-2", 2, 3, revR, settledOpt),
+			}, total: 3, rev: revR, maxSurge: 1},
+			want: Plan{Create: []int32{1}, Delete: del(DeleteNodeLost, "r-1")},
 		},
 		{
 			name: "terminal pods of an old generation are deleted at once too",
