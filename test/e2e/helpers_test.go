@@ -1,0 +1,173 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1alpha1 "github.com/ksmscale/ksm-scale-operator/api/v1alpha1"
+	"github.com/ksmscale/ksm-scale-operator/test/coverage"
+)
+
+// sumSamples adds up the samples of a metric family in Prometheus text
+// format whose labels include every pair of want.
+func sumSamples(text, family string, want map[string]string) float64 {
+	total := 0.0
+	for _, line := range strings.Split(text, "\n") {
+		if !strings.HasPrefix(line, family) {
+			continue
+		}
+		rest := line[len(family):]
+		labels := ""
+		if strings.HasPrefix(rest, "{") {
+			end := strings.LastIndex(rest, "}")
+			if end < 0 {
+				continue
+			}
+			labels, rest = rest[1:end], rest[end+1:]
+		} else if !strings.HasPrefix(rest, " ") {
+			continue // a longer family name with this prefix
+		}
+		ok := true
+		for k, v := range want {
+			if !strings.Contains(","+labels+",", ","+k+`="`+v+`",`) {
+				ok = false
+			}
+		}
+		if !ok {
+			continue
+		}
+		f := strings.Fields(rest)
+		if len(f) == 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(f[0], 64)
+		if err == nil {
+			total += v
+		}
+	}
+	return total
+}
+
+// activePods lists a KSMScale's shard pods that are not being deleted.
+func activePods(t *testing.T, ns, name string) []corev1.Pod {
+	t.Helper()
+	list := &corev1.PodList{}
+	if err := k8s.List(suiteCtx, list, client.InNamespace(ns), client.MatchingLabels{"ksmscale.example.com": name, "sharding-enabled": "true"}); err != nil {
+		t.Fatal(err)
+	}
+	var out []corev1.Pod
+	for _, p := range list.Items {
+		if p.DeletionTimestamp.IsZero() && p.Status.Phase != corev1.PodFailed && p.Status.Phase != corev1.PodSucceeded {
+			out = append(out, p)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		return out[i].Labels["shard-id"]+out[i].Name < out[j].Labels["shard-id"]+out[j].Name
+	})
+	return out
+}
+
+func podReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// waitConverged waits for phase Ready on `total` shards with exactly one
+// generation: one Ready pod per shard, one revision, nothing else.
+func waitConverged(t *testing.T, ns, name string, total int, timeout time.Duration) []corev1.Pod {
+	t.Helper()
+	var pods []corev1.Pod
+	eventually(t, timeout, fmt.Sprintf("%s converged on %d shards", name, total), func() error {
+		k := &v1alpha1.KSMScale{}
+		if err := k8s.Get(suiteCtx, client.ObjectKey{Name: name}, k); err != nil {
+			return err
+		}
+		ss := k.Status.ShardingStatus
+		if k.Status.Phase != v1alpha1.PhaseReady || k.Status.ObservedGeneration != k.Generation || ss == nil || int(ss.TotalShards) != total || int(ss.ActiveShards) != total {
+			return fmt.Errorf("phase %s, sharding %+v", k.Status.Phase, ss)
+		}
+		pods = activePods(t, ns, name)
+		shards, revs := map[string]int{}, map[string]bool{}
+		for i := range pods {
+			p := &pods[i]
+			if !podReady(p) {
+				return fmt.Errorf("pod %s not Ready", p.Name)
+			}
+			if p.Labels["total-shards"] != strconv.Itoa(total) {
+				return fmt.Errorf("pod %s of another generation", p.Name)
+			}
+			shards[p.Labels["shard-id"]]++
+			revs[p.Labels["ksmscale.example.com/revision"]] = true
+		}
+		if len(pods) != total || len(shards) != total || len(revs) != 1 {
+			return fmt.Errorf("%d pods over %d shards, %d revisions", len(pods), len(shards), len(revs))
+		}
+		return nil
+	})
+	return pods
+}
+
+func watchCoverage(t *testing.T, ns, name string) *coverage.Watcher {
+	t.Helper()
+	w, err := coverage.Watch(suiteCtx, cs, ns, "ksmscale.example.com="+name, "kube-state-metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(w.Stop)
+	return w
+}
+
+func patchSpec(t *testing.T, name, patch string) {
+	t.Helper()
+	k := &v1alpha1.KSMScale{ObjectMeta: metav1.ObjectMeta{Name: name}}
+	if err := k8s.Patch(suiteCtx, k, client.RawPatch(types.MergePatchType, []byte(patch))); err != nil {
+		t.Fatalf("patch %s: %v", patch, err)
+	}
+}
+
+// result is one scenario's coverage figures.
+type result struct {
+	scenario           string
+	uncovered, overlap time.Duration
+	note               string
+}
+
+func (r result) String() string {
+	return fmt.Sprintf("%-46s uncovered %8s  overlap %8s  %s", r.scenario,
+		r.uncovered.Round(time.Millisecond), r.overlap.Round(time.Millisecond), r.note)
+}
+
+// measure reports a scenario's coverage once the watcher sees a complete
+// generation again, and checks the gap rule: zero where the fault left every
+// shard a Ready pod; otherwise the gap must have ended.
+func measure(t *testing.T, w *coverage.Watcher, scenario string, mayGap bool, note string) result {
+	t.Helper()
+	eventually(t, 120*time.Second, scenario+": covered again", func() error {
+		if r := w.Report(time.Now()); !r.Covered {
+			return fmt.Errorf("%s", r)
+		}
+		return nil
+	})
+	r := w.Report(time.Now())
+	res := result{scenario: scenario, uncovered: r.UncoveredTime(), overlap: r.OverlapTime(), note: note}
+	fmt.Printf("e2e coverage: %s\n", res)
+	if !mayGap && r.UncoveredTime() != 0 {
+		t.Errorf("%s: %s, want no uncovered time: %v", scenario, r, r.Uncovered)
+	}
+	return res
+}
