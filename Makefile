@@ -48,8 +48,13 @@ build: ## Build the manager binary into bin/manager.
 ##@ Test
 
 .PHONY: test
-test: ## Vet, verify generated files, run unit and integration tests.
+test: ## Vet, verify generated files, run unit, integration, system and e2e tests.
 	hack/test.sh
+
+.PHONY: test-e2e
+test-e2e: ## Only the e2e suite: operator binary, 300-node local cluster, real kube-state-metrics, faults.
+	hack/build-tools.sh etcd kubernetes kwok kube-state-metrics
+	go test -tags e2e ./test/e2e/ -count=1 -timeout 30m -v
 
 ##@ Local cluster
 

@@ -41,9 +41,10 @@ fi
 NODES=${1:-50}
 
 step "building the control plane and tools into bin/ (only what is missing; a cold build takes ~11 minutes)"
-hack/build-tools.sh controller-gen etcd kubernetes kwok
+hack/build-tools.sh controller-gen etcd kubernetes kwok kube-state-metrics
 step "building the operator"
 go build -o "$BIN/manager" ./cmd
+go build -o "$BIN/shardtable" ./hack/shardtable
 
 step "starting a local cluster with $NODES simulated nodes"
 stop_operator
@@ -61,6 +62,11 @@ step "running the operator (log: $OPLOG)"
 echo $! >"$PIDFILE"
 echo "operator pid $(cat "$PIDFILE")"
 
+step "some workload for kube-state-metrics to export: 200 pods in namespace demo-load"
+"$KUBECTL" create namespace demo-load --dry-run=client -o yaml | "$KUBECTL" apply -f -
+"$KUBECTL" create deployment demo-load -n demo-load --image=registry.k8s.io/pause:3.10 --replicas=200 --dry-run=client -o yaml | "$KUBECTL" apply -f -
+"$KUBECTL" rollout status deployment/demo-load -n demo-load --timeout=180s
+
 step "applying the plan's samples (config/samples)"
 "$KUBECTL" apply -k config/samples
 
@@ -74,6 +80,9 @@ step "kubectl get deployments,pods -n monitoring"
 "$KUBECTL" get pods -n monitoring -L shard-id,total-shards -o wide
 step "kubectl describe ksms production-ksm-sharded (conditions and events)"
 "$KUBECTL" describe ksms production-ksm-sharded | sed -n '/^Status:/,$p'
+
+step "sharding at work: a real kube-state-metrics per shard, started with each shard pod's own arguments"
+"$BIN/shardtable" --kubeconfig "$KUBECONFIG" --ksmscale production-ksm-sharded --bin "$BIN" --timeout 180s
 
 cat <<EOT
 

@@ -245,10 +245,22 @@ func observePod(p *corev1.Pod, c ksm.Config, total int32, rev string) ksm.Observ
 	deleting := !p.DeletionTimestamp.IsZero()
 	o.Terminal = terminal && !deleting
 	o.Active = !terminal && !deleting
+	containersReady := false
 	for _, cond := range p.Status.Conditions {
 		if cond.Type == corev1.PodReady && cond.Status == corev1.ConditionTrue {
 			o.Ready, o.ReadySince = true, cond.LastTransitionTime.Time
 		}
+		if cond.Type == corev1.ContainersReady && cond.Status == corev1.ConditionTrue {
+			containersReady = true
+		}
+	}
+	if o.Active && !o.Ready && containersReady && p.Status.Phase == corev1.PodRunning {
+		// Containers ready but the pod not: the node lifecycle controller
+		// marked it so because its node stopped reporting (MarkPodsNotReady
+		// leaves ContainersReady alone; a failing probe clears both). Its
+		// kubelet may never come back, so the shard is replaced now rather
+		// than when the node is deleted or the taint evicts the pod.
+		o.Active, o.Lost = false, true
 	}
 	i := slices.IndexFunc(p.Spec.Containers, func(c corev1.Container) bool { return c.Name == ksm.ContainerName })
 	if i < 0 {

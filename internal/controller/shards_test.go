@@ -1,0 +1,68 @@
+package controller
+
+import (
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	v1alpha1 "github.com/ksmscale/ksm-scale-operator/api/v1alpha1"
+	"github.com/ksmscale/ksm-scale-operator/internal/ksm"
+)
+
+func TestObservePod(t *testing.T) {
+	k := &v1alpha1.KSMScale{ObjectMeta: metav1.ObjectMeta{Name: "obs"}}
+	cfg := ksm.Resolve(k)
+	rev := ksm.Revision(cfg, 3)
+	since := metav1.NewTime(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	cond := func(typ corev1.PodConditionType, ok bool) corev1.PodCondition {
+		s := corev1.ConditionFalse
+		if ok {
+			s = corev1.ConditionTrue
+		}
+		return corev1.PodCondition{Type: typ, Status: s, LastTransitionTime: since}
+	}
+	build := func(mut func(*corev1.Pod)) *corev1.Pod {
+		p := ksm.BuildShardPod(cfg, 1, 3)
+		p.Status.Phase = corev1.PodRunning
+		p.Status.Conditions = []corev1.PodCondition{cond(corev1.ContainersReady, true), cond(corev1.PodReady, true)}
+		if mut != nil {
+			mut(p)
+		}
+		return p
+	}
+	cases := []struct {
+		name string
+		pod  *corev1.Pod
+		want ksm.ObservedPod
+	}{
+		{"ready pod of the target revision", build(nil),
+			ksm.ObservedPod{Shard: 1, Total: 3, Revision: rev, Active: true, Ready: true, ReadySince: since.Time}},
+		{"probe failing: starting or broken, still ours to wait for", build(func(p *corev1.Pod) {
+			p.Status.Conditions = []corev1.PodCondition{cond(corev1.ContainersReady, false), cond(corev1.PodReady, false)}
+		}), ksm.ObservedPod{Shard: 1, Total: 3, Revision: rev, Active: true}},
+		{"marked not Ready by the node lifecycle controller: node unreachable", build(func(p *corev1.Pod) {
+			p.Status.Conditions = []corev1.PodCondition{cond(corev1.ContainersReady, true), cond(corev1.PodReady, false)}
+		}), ksm.ObservedPod{Shard: 1, Total: 3, Revision: rev, Lost: true}},
+		{"evicted", build(func(p *corev1.Pod) { p.Status.Phase, p.Status.Reason = corev1.PodFailed, "Evicted" }),
+			ksm.ObservedPod{Shard: 1, Total: 3, Revision: rev, Terminal: true, Ready: true, ReadySince: since.Time}},
+		{"being deleted", build(func(p *corev1.Pod) { p.DeletionTimestamp = &since }),
+			ksm.ObservedPod{Shard: 1, Total: 3, Revision: rev, Ready: true, ReadySince: since.Time}},
+		{"image edited by someone else loses its revision", build(func(p *corev1.Pod) { p.Spec.Containers[0].Image = "x:1" }),
+			ksm.ObservedPod{Shard: 1, Total: 3, Active: true, Ready: true, ReadySince: since.Time}},
+		{"shard label edited loses its revision", build(func(p *corev1.Pod) { p.Labels[ksm.LabelShardID] = "2" }),
+			ksm.ObservedPod{Shard: 1, Total: 3, Active: true, Ready: true, ReadySince: since.Time}},
+		{"arguments edited: no shard, no revision", build(func(p *corev1.Pod) { p.Spec.Containers[0].Args = []string{"--port=8080"} }),
+			ksm.ObservedPod{Shard: -1, Total: 0, Active: true, Ready: true, ReadySince: since.Time}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got := observePod(tc.pod, cfg, 3, rev)
+			tc.want.Name = tc.pod.Name
+			if got != tc.want {
+				t.Errorf("observePod =\n %+v\nwant\n %+v", got, tc.want)
+			}
+		})
+	}
+}
