@@ -102,6 +102,7 @@ func (r *KSMScaleReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	} else {
 		metrics.Record(k.Name, 0, nil)
 	}
+	metrics.RecordConditions(k.Name, k.Status.Conditions)
 	return res, err
 }
 

@@ -7,6 +7,7 @@ import (
 	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 )
 
@@ -23,10 +24,14 @@ var (
 		Name: "ksmscale_shard_ready",
 		Help: "1 when the shard has a Ready pod, 0 otherwise.",
 	}, []string{"ksmscale", "shard"})
+	condition = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "ksmscale_status_condition",
+		Help: "The KSMScale's status conditions: 1 for the status a condition has, 0 for the others.",
+	}, []string{"ksmscale", "type", "status"})
 )
 
 func init() {
-	ctrlmetrics.Registry.MustRegister(shardsTotal, shardsActive, shardReady)
+	ctrlmetrics.Registry.MustRegister(shardsTotal, shardsActive, shardReady, condition)
 }
 
 // Record publishes the shard state of one KSMScale. ready[i] is shard i's
@@ -45,10 +50,26 @@ func Record(ksmscale string, total int32, ready []bool) {
 	shardsActive.WithLabelValues(ksmscale).Set(float64(active))
 }
 
+// RecordConditions publishes a KSMScale's conditions, so that alerts can see
+// what only status shows otherwise (Degraded with NamespaceNotFound,
+// NameConflict, ReconcileError: failures the operator does not retry).
+func RecordConditions(ksmscale string, conds []metav1.Condition) {
+	for _, c := range conds {
+		for _, s := range []metav1.ConditionStatus{metav1.ConditionTrue, metav1.ConditionFalse, metav1.ConditionUnknown} {
+			v := 0.0
+			if c.Status == s {
+				v = 1
+			}
+			condition.WithLabelValues(ksmscale, c.Type, string(s)).Set(v)
+		}
+	}
+}
+
 // Forget removes every series of a deleted KSMScale.
 func Forget(ksmscale string) {
 	l := prometheus.Labels{"ksmscale": ksmscale}
 	shardsTotal.DeletePartialMatch(l)
 	shardsActive.DeletePartialMatch(l)
 	shardReady.DeletePartialMatch(l)
+	condition.DeletePartialMatch(l)
 }

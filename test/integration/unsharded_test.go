@@ -260,6 +260,12 @@ func TestMissingNamespaceIsReported(t *testing.T) {
 		}
 		return wantCondition(k, v1alpha1.ConditionAvailable, metav1.ConditionFalse, controller.ReasonNamespaceNotFound)
 	})
+	eventually(t, 30*time.Second, "Degraded exported as a metric", func() error {
+		if v := gauge(t, "ksmscale_status_condition", map[string]string{"ksmscale": name, "type": "Degraded", "status": "True"}); v != 1 {
+			return fmt.Errorf("ksmscale_status_condition{type=Degraded,status=True} = %v", v)
+		}
+		return nil
+	})
 	// The namespace appearing is enough to recover: no requeue loop, a watch.
 	createNamespace(t, ns)
 	startKubelet(t, ns)
@@ -270,4 +276,7 @@ func TestMissingNamespaceIsReported(t *testing.T) {
 		}
 		return wantCondition(k, v1alpha1.ConditionDegraded, metav1.ConditionFalse, controller.ReasonAsExpected)
 	})
+	if v := gauge(t, "ksmscale_status_condition", map[string]string{"ksmscale": name, "type": "Degraded", "status": "True"}); v != 0 {
+		t.Errorf("Degraded still exported as True: %v", v)
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
@@ -174,13 +176,42 @@ func TestOnLocalCluster(t *testing.T) {
 		evict := func(p corev1.Pod) error {
 			return cs.CoreV1().Pods(ns).EvictV1(ctx, &policyv1.Eviction{ObjectMeta: metav1.ObjectMeta{Name: p.Name, Namespace: ns}})
 		}
+		// No room for a replacement: with every node cordoned, the evicted
+		// shard's new pod stays Pending, so the budget stays used up and the
+		// outcome of the second eviction does not race the scheduler.
+		setUnschedulable := func(v bool) {
+			nodes := &corev1.NodeList{}
+			if err := k8s.List(ctx, nodes); err != nil {
+				t.Fatal(err)
+			}
+			for i := range nodes.Items {
+				n := &nodes.Items[i]
+				n.Spec.Unschedulable = v
+				if err := k8s.Update(ctx, n); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		setUnschedulable(true)
 		if err := evict(pods[0]); err != nil {
 			t.Fatalf("first eviction refused: %v", err)
 		}
-		// A second eviction right away would take the shards below minAvailable 2.
+		// A second eviction would take the shards below minAvailable 2.
 		if err := evict(pods[1]); !apierrors.IsTooManyRequests(err) {
 			t.Errorf("second eviction: want 429 from the PDB, got %v", err)
 		}
+		eventually(t, 60*time.Second, "unschedulable replacement reported as Degraded", func() error {
+			got := &v1alpha1.KSMScale{}
+			if err := k8s.Get(ctx, client.ObjectKey{Name: name}, got); err != nil {
+				return err
+			}
+			c := meta.FindStatusCondition(got.Status.Conditions, v1alpha1.ConditionDegraded)
+			if c == nil || c.Status != metav1.ConditionTrue || c.Reason != controller.ReasonPodsFailing || !strings.Contains(c.Message, "unschedulable") {
+				return fmt.Errorf("Degraded condition %+v", c)
+			}
+			return nil
+		})
+		setUnschedulable(false)
 		eventually(t, 120*time.Second, "evicted shard replaced", func() error {
 			for _, p := range waitReady("3 shards Ready") {
 				if p.UID == pods[0].UID {
