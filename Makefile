@@ -56,6 +56,14 @@ test-e2e: ## Only the e2e suite: operator binary, 300-node local cluster, real k
 	hack/build-tools.sh etcd kubernetes kwok kube-state-metrics
 	go test -tags e2e ./test/e2e/ -count=1 -timeout 30m -v
 
+##@ Benchmark
+
+BENCH_ARGS ?=
+.PHONY: bench
+bench: ## Measure the operator vs StatefulSet autosharding at 1,000 and 5,000 nodes (table + bench-results.json; ~40 min).
+	hack/build-tools.sh etcd kubernetes kwok
+	go run ./bench $(BENCH_ARGS)
+
 ##@ Local cluster
 
 .PHONY: cluster-up

@@ -17,10 +17,12 @@ import (
 // CacheOptions scopes the manager's informers to the operator's own objects:
 // the Pod informer does not hold every pod of a 150,000-pod cluster, only the
 // shard pods and the Deployment's pods, which all carry the managed-by label.
-// Nodes and Namespaces are watched as metadata only (see SetupWithManager).
+// Nodes and Namespaces are watched as metadata only (see SetupWithManager),
+// and no cached object keeps its managedFields, which the operator never
+// reads and which are often the larger part of an object's metadata.
 func CacheOptions() cache.Options {
 	managed := cache.ByObject{Label: ksm.ManagedSelector()}
-	return cache.Options{ByObject: map[client.Object]cache.ByObject{
+	return cache.Options{DefaultTransform: cache.TransformStripManagedFields(), ByObject: map[client.Object]cache.ByObject{
 		&corev1.Pod{}:                   managed,
 		&appsv1.Deployment{}:            managed,
 		&corev1.Service{}:               managed,

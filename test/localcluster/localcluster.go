@@ -126,6 +126,10 @@ type Options struct {
 	// ExtraKwokStages are additional kwok Stage YAML files (for example to
 	// make some pods fail), loaded together with the default stages.
 	ExtraKwokStages []string
+	// PodStartupDelay makes kwok hold every scheduled pod Pending this long
+	// before it turns Running and Ready, standing in for a container's real
+	// start time (benchmarks give both sides of a comparison the same).
+	PodStartupDelay time.Duration
 }
 
 // process is one child process and how to restart and probe it.
@@ -421,6 +425,14 @@ func (c *Cluster) writeKwokStages() (string, error) {
 		data, err := os.ReadFile(f)
 		if err != nil {
 			return "", fmt.Errorf("localcluster: kwok stage: %w", err)
+		}
+		if d := c.opts.PodStartupDelay; d > 0 && strings.HasSuffix(f, "pod-ready.yaml") {
+			delayed := bytes.Replace(data, []byte("\n  next:\n"),
+				[]byte(fmt.Sprintf("\n  delay:\n    durationMilliseconds: %d\n  next:\n", d.Milliseconds())), 1)
+			if bytes.Equal(delayed, data) {
+				return "", fmt.Errorf("localcluster: cannot add a delay to %s", f)
+			}
+			data = delayed
 		}
 		fmt.Fprintf(&buf, "---\n# %s\n%s\n", f, bytes.TrimSpace(data))
 	}
