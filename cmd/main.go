@@ -28,14 +28,15 @@ func init() {
 
 func main() {
 	var (
-		metricsAddr, probeAddr, leaderNamespace, ksmRole string
-		leaderElect, secureMetrics, enableHTTP2          bool
+		metricsAddr, probeAddr, pprofAddr, leaderNamespace, ksmRole string
+		leaderElect, secureMetrics, enableHTTP2                     bool
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address of the metrics endpoint; \"0\" turns it off.")
 	flag.BoolVar(&secureMetrics, "metrics-secure", false,
 		"Serve metrics over HTTPS, with callers authenticated and authorized by the API server (needs tokenreviews and subjectaccessreviews create).")
 	flag.BoolVar(&enableHTTP2, "enable-http2", false, "Allow HTTP/2 on the metrics endpoint (off by default: HTTP/2 stream resets CVE-2023-44487).")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address of /healthz and /readyz.")
+	flag.StringVar(&pprofAddr, "pprof-bind-address", "0", "Address of /debug/pprof for profiling; \"0\" (the default) turns it off.")
 	flag.BoolVar(&leaderElect, "leader-elect", false, "Elect a leader so that only one replica reconciles.")
 	flag.StringVar(&leaderNamespace, "leader-election-namespace", "",
 		"Namespace of the leader election Lease (default: the pod's namespace; required outside a cluster).")
@@ -60,6 +61,7 @@ func main() {
 		Scheme:                  scheme,
 		Metrics:                 metricsOpts,
 		HealthProbeBindAddress:  probeAddr,
+		PprofBindAddress:        pprofAddr,
 		LeaderElection:          leaderElect,
 		LeaderElectionID:        "ksm-scale-operator.monitor.example.com",
 		LeaderElectionNamespace: leaderNamespace,
