@@ -228,6 +228,12 @@ func measureOperator(ctx context.Context, o options, cl *localcluster.Cluster, c
 		return res, err
 	}
 
+	// The reshard's last pass may still be sending an Event (the recorder
+	// writes asynchronously): wait until the operator's writes have stopped
+	// for 5 s, so the steady period counts only what happens in it.
+	if err := quiesce(ctx, metricsURL); err != nil {
+		return res, err
+	}
 	reconcilesBefore, err := scrapeSum(metricsURL, "controller_runtime_reconcile_total", `controller="ksmscale"`)
 	if err != nil {
 		return res, err
@@ -272,6 +278,21 @@ func measureOperator(ctx context.Context, o options, cl *localcluster.Cluster, c
 		return res, err
 	}
 	return res, nil
+}
+
+// quiesce waits until the operator's write count has not changed for 5 s.
+func quiesce(ctx context.Context, metricsURL string) error {
+	last, stableSince := -1.0, time.Now()
+	return poll(ctx, 2*time.Minute, func() (bool, error) {
+		c, err := scrapeRequests(metricsURL)
+		if err != nil {
+			return false, err
+		}
+		if c.Writes != last {
+			last, stableSince = c.Writes, time.Now()
+		}
+		return time.Since(stableSince) >= 5*time.Second, nil
+	})
 }
 
 // waitConverged waits until the KSMScale is Ready on `shards` shards with
