@@ -15,11 +15,13 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"github.com/go-logr/logr"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	"strconv"
 	"strings"
 	"syscall"
@@ -62,6 +64,8 @@ func main() {
 	flag.StringVar(&o.out, "out", "bench-results.json", "JSON output")
 	flag.StringVar(&o.bin, "bin", "bin", "directory with the control plane binaries")
 	flag.Parse()
+	// Only the controller-runtime client is used; its log has nothing to say here.
+	ctrllog.SetLogger(logr.Discard())
 	for _, s := range strings.Split(sizes, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
 		if err != nil || n < 1 {

@@ -15,8 +15,10 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"github.com/go-logr/logr"
 	"os"
 	"os/signal"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	"syscall"
 	"time"
 
@@ -34,6 +36,8 @@ func run() int {
 	flag.StringVar(&o.LogDir, "logdir", "", "where the kube-state-metrics logs go (default: a temporary directory, removed when every check passes)")
 	flag.BoolVar(&o.Verbose, "v", false, "print each process's command line and the differing series")
 	flag.Parse()
+	// Only the controller-runtime client is used; its log has nothing to say here.
+	ctrllog.SetLogger(logr.Discard())
 	if o.Name == "" || o.Kubeconfig == "" || flag.NArg() > 0 {
 		fmt.Fprintln(os.Stderr, "usage: shardtable --kubeconfig FILE --ksmscale NAME [--bin DIR] [--timeout 120s] [--logdir DIR] [-v]")
 		return shardcheck.ExitError

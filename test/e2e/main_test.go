@@ -12,12 +12,14 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"github.com/go-logr/logr"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	"strings"
 	"testing"
 	"time"
@@ -67,6 +69,7 @@ func init() {
 func TestMain(m *testing.M) { os.Exit(run(m)) }
 
 func run(m *testing.M) int {
+	ctrllog.SetLogger(logr.Discard())
 	fail := func(format string, args ...any) int {
 		fmt.Fprintf(os.Stderr, "e2e setup: "+format+"\n", args...)
 		return 1
