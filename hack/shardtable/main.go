@@ -15,12 +15,13 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"github.com/go-logr/logr"
 	"os"
 	"os/signal"
-	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	"syscall"
 	"time"
+
+	"github.com/go-logr/logr"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/ksmscale/ksm-scale-operator/test/e2e/shardcheck"
 )
