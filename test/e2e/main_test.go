@@ -39,6 +39,7 @@ import (
 	v1alpha1 "github.com/ksmscale/ksm-scale-operator/api/v1alpha1"
 	"github.com/ksmscale/ksm-scale-operator/test/localcluster"
 	"github.com/ksmscale/ksm-scale-operator/test/proc"
+	"github.com/ksmscale/ksm-scale-operator/test/wait"
 )
 
 // Nodes is the simulated cluster size of the suite.
@@ -249,17 +250,7 @@ func tailFile(path string, n int) string {
 // eventually polls cond until it returns nil or the timeout passes.
 func eventually(t *testing.T, timeout time.Duration, what string, cond func() error) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: still not true after %s: %v", what, timeout, err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	wait.Eventually(t, 200*time.Millisecond, timeout, what, cond)
 }
 
 // ensureNamespace creates a namespace whose pods must pass the Pod Security

@@ -31,6 +31,7 @@ import (
 
 	v1alpha1 "github.com/ksmscale/ksm-scale-operator/api/v1alpha1"
 	"github.com/ksmscale/ksm-scale-operator/internal/controller"
+	"github.com/ksmscale/ksm-scale-operator/test/wait"
 )
 
 var (
@@ -180,17 +181,7 @@ func startManager(ctx context.Context, cfg *rest.Config) error {
 // machine is small and shared.
 func eventually(t *testing.T, timeout time.Duration, what string, cond func() error) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var err error
-	for {
-		if err = cond(); err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: still not true after %s: %v", what, timeout, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	wait.Eventually(t, 100*time.Millisecond, timeout, what, cond)
 }
 
 // createNamespace makes a namespace unless it exists. Namespaces are not

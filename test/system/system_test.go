@@ -35,21 +35,12 @@ import (
 	"github.com/ksmscale/ksm-scale-operator/internal/controller"
 	"github.com/ksmscale/ksm-scale-operator/test/coverage"
 	"github.com/ksmscale/ksm-scale-operator/test/localcluster"
+	"github.com/ksmscale/ksm-scale-operator/test/wait"
 )
 
 func eventually(t *testing.T, timeout time.Duration, what string, cond func() error) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: still not true after %s: %v", what, timeout, err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	wait.Eventually(t, 200*time.Millisecond, timeout, what, cond)
 }
 
 func TestOnLocalCluster(t *testing.T) {
