@@ -7,6 +7,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -17,11 +18,13 @@ import (
 // CacheOptions scopes the manager's informers to the operator's own objects:
 // the Pod informer does not hold every pod of a 150,000-pod cluster, only the
 // shard pods and the Deployment's pods, which all carry the managed-by label.
-// Nodes and Namespaces are watched as metadata only (see SetupWithManager),
-// and no cached object keeps its managedFields, which the operator never
-// reads and which are often the larger part of an object's metadata.
+// Nodes and Namespaces are watched as metadata only (see SetupWithManager) and
+// cached as their identity alone (see IdentityOnly), and no cached object
+// keeps its managedFields, which the operator never reads and which are often
+// the larger part of an object's metadata.
 func CacheOptions() cache.Options {
 	managed := cache.ByObject{Label: ksm.ManagedSelector()}
+	identity := cache.ByObject{Transform: IdentityOnly}
 	return cache.Options{DefaultTransform: cache.TransformStripManagedFields(), ByObject: map[client.Object]cache.ByObject{
 		&corev1.Pod{}:                   managed,
 		&appsv1.Deployment{}:            managed,
@@ -29,7 +32,38 @@ func CacheOptions() cache.Options {
 		&corev1.ServiceAccount{}:        managed,
 		&policyv1.PodDisruptionBudget{}: managed,
 		&rbacv1.ClusterRoleBinding{}:    managed,
+		metadataOf("Node"):              identity,
+		metadataOf("Namespace"):         identity,
 	}}
+}
+
+// metadataOf is the metadata-only form of a core/v1 kind, as the Node and
+// Namespace watches use it.
+func metadataOf(kind string) *metav1.PartialObjectMetadata {
+	m := &metav1.PartialObjectMetadata{}
+	m.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind(kind))
+	return m
+}
+
+// IdentityOnly is the cache transform for Nodes and Namespaces: the operator
+// only counts nodes and checks that a node or namespace exists, so their
+// labels, annotations, owner references and finalizers (on real nodes often
+// a few KiB: topology and instance labels, CSI and CNI annotations) are
+// dropped before the object is stored. Name, UID, resourceVersion and the
+// creation and deletion timestamps stay. Other objects pass unchanged.
+func IdentityOnly(in any) (any, error) {
+	m, ok := in.(*metav1.PartialObjectMetadata)
+	if !ok {
+		return in, nil
+	}
+	m.ObjectMeta = metav1.ObjectMeta{
+		Name:              m.Name,
+		UID:               m.UID,
+		ResourceVersion:   m.ResourceVersion,
+		CreationTimestamp: m.CreationTimestamp,
+		DeletionTimestamp: m.DeletionTimestamp,
+	}
+	return m, nil
 }
 
 // Setup wires the KSMScale controller into a manager built with

@@ -22,6 +22,7 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
@@ -43,6 +44,8 @@ var (
 	operatorCfg *rest.Config
 	// testCtx lives as long as the suite.
 	testCtx context.Context
+	// operatorCache is the in-process operator's informer cache.
+	operatorCache cache.Cache
 )
 
 func init() {
@@ -168,6 +171,7 @@ func startManager(ctx context.Context, cfg *rest.Config) error {
 	if err := controller.Setup(ctx, mgr, controller.DefaultKSMClusterRole); err != nil {
 		return err
 	}
+	operatorCache = mgr.GetCache()
 	go func() {
 		if err := mgr.Start(ctx); err != nil {
 			fmt.Fprintf(os.Stderr, "manager: %v\n", err)
