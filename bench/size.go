@@ -125,16 +125,27 @@ func runSize(ctx context.Context, o options, n int, manager string) (SizeResults
 func measureOperator(ctx context.Context, o options, cl *localcluster.Cluster, cs kubernetes.Interface, k8s client.Client,
 	manager string, nodes []string) (OperatorResults, error) {
 	var res OperatorResults
-	mport, pport, err := freePorts()
+	ports, err := freePorts(3)
 	if err != nil {
 		return res, err
 	}
-	logFile := filepath.Join(o.workDir, fmt.Sprintf("operator-%d.log", len(nodes)))
-	p, err := proc.Start("operator", manager, []string{
+	mport, pport := ports[0], ports[1]
+	args := []string{
 		"--kubeconfig", cl.Kubeconfig(),
 		fmt.Sprintf("--metrics-bind-address=127.0.0.1:%d", mport),
 		fmt.Sprintf("--health-probe-bind-address=127.0.0.1:%d", pport),
-	}, logFile)
+	}
+	profile := func(string) error { return nil }
+	if o.profileDir != "" {
+		args = append(args, fmt.Sprintf("--pprof-bind-address=127.0.0.1:%d", ports[2]))
+		profile = func(when string) error {
+			file := filepath.Join(o.profileDir, fmt.Sprintf("heap-%d-%s.pb.gz", len(nodes), when))
+			logf("operator: heap profile %s", file)
+			return saveHeapProfile(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/heap?gc=1", ports[2]), file)
+		}
+	}
+	logFile := filepath.Join(o.workDir, fmt.Sprintf("operator-%d.log", len(nodes)))
+	p, err := proc.Start("operator", manager, args, logFile)
 	if err != nil {
 		return res, err
 	}
@@ -196,6 +207,9 @@ func measureOperator(ctx context.Context, o options, cl *localcluster.Cluster, c
 		res.Converged = Seconds(time.Since(start))
 		return nil
 	}); err != nil {
+		return res, err
+	}
+	if err := profile("converged"); err != nil {
 		return res, err
 	}
 
@@ -262,7 +276,15 @@ func measureOperator(ctx context.Context, o options, cl *localcluster.Cluster, c
 	}
 	res.SteadyReconciles = reconcilesAfter - reconcilesBefore
 	s := samp.stop()
-	res.PeakRSSMiB, res.SteadyRSSMiB, res.CPUSeconds = s.peakMiB, s.lastMiB, s.cpu
+	res.PeakRSSMiB, res.SteadyRSSMiB, res.SteadyAnonMiB, res.CPUSeconds = s.peakMiB, s.lastMiB, s.lastAnonMiB, s.cpu
+	heap, err := scrapeSum(metricsURL, "go_memstats_heap_inuse_bytes", "")
+	if err != nil {
+		return res, err
+	}
+	res.SteadyHeapMiB = heap / (1 << 20)
+	if err := profile("steady"); err != nil {
+		return res, err
+	}
 
 	all, err := cs.CoreV1().Pods("").List(ctx, metav1.ListOptions{ResourceVersion: "0"})
 	if err != nil {
@@ -410,7 +432,7 @@ func scrapeSum(url, family, contains string) (float64, error) {
 	}
 	total := 0.0
 	for _, line := range strings.Split(text, "\n") {
-		if strings.HasPrefix(line, family+"{") && strings.Contains(line, contains) {
+		if (strings.HasPrefix(line, family+"{") || strings.HasPrefix(line, family+" ")) && strings.Contains(line, contains) {
 			total += sampleValue(line)
 		}
 	}
@@ -457,17 +479,39 @@ func poll(ctx context.Context, timeout time.Duration, cond func() (bool, error))
 	}
 }
 
-func freePorts() (int, int, error) {
+// freePorts finds n distinct free local ports.
+func freePorts(n int) ([]int, error) {
 	var ports []int
-	for i := 0; i < 2; i++ {
+	for i := 0; i < n; i++ {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
-			return 0, 0, err
+			return nil, err
 		}
 		defer l.Close()
 		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
 	}
-	return ports[0], ports[1], nil
+	return ports, nil
+}
+
+// saveHeapProfile fetches the operator's heap profile (after a GC) into file.
+func saveHeapProfile(url, file string) error {
+	resp, err := http.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	f, err := os.Create(file)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // sampler reads the operator's memory and CPU from /proc.
@@ -477,7 +521,7 @@ type sampler struct {
 	done   chan sample
 }
 
-type sample struct{ peakMiB, lastMiB, cpu float64 }
+type sample struct{ peakMiB, lastMiB, lastAnonMiB, cpu float64 }
 
 func startSampler(ctx context.Context, pid int) *sampler {
 	ctx, cancel := context.WithCancel(ctx)
@@ -507,7 +551,8 @@ func (s *sampler) stop() sample {
 	return <-s.done
 }
 
-// readProc reads VmHWM (peak RSS), VmRSS and utime+stime of a process.
+// readProc reads VmHWM (peak RSS), VmRSS, RssAnon (the part that is not
+// the mapped binary) and utime+stime of a process.
 func readProc(pid int) (sample, bool) {
 	var s sample
 	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
@@ -525,6 +570,8 @@ func readProc(pid int) (sample, bool) {
 			s.peakMiB = kb / 1024
 		case "VmRSS:":
 			s.lastMiB = kb / 1024
+		case "RssAnon:":
+			s.lastAnonMiB = kb / 1024
 		}
 	}
 	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
