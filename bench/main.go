@@ -126,23 +126,23 @@ type SizeResults struct {
 
 // OperatorResults are the operator's figures.
 type OperatorResults struct {
-	Available        Seconds           `json:"timeToAvailable"`
-	Converged        Seconds           `json:"timeToConverged"`
-	Rollout          Seconds           `json:"rollout"`
-	Reshard          Seconds           `json:"reshard"`
-	RolloutCov       Coverage          `json:"rolloutCoverage"`
-	ReshardCov       Coverage          `json:"reshardCoverage"`
-	Requests         map[string]Counts `json:"requests"`
-	SteadyReconciles float64           `json:"steadyReconciles"`
-	NodeHeartbeats   int               `json:"steadyNodeHeartbeats"`
-	ChurnPods        int               `json:"steadyChurnPods"`
-	PeakRSSMiB       float64           `json:"peakRSSMiB"`
-	SteadyRSSMiB     float64           `json:"steadyRSSMiB"`
-	SteadyAnonMiB    float64           `json:"steadyRSSAnonMiB"`
-	SteadyHeapMiB    float64           `json:"steadyHeapInuseMiB"`
-	CPUSeconds       float64           `json:"cpuSeconds"`
-	PodsInCluster    int               `json:"podsInCluster"`
-	PodsCached       int               `json:"podsSelectedByCache"`
+	Available         Seconds           `json:"timeToAvailable"`
+	Converged         Seconds           `json:"timeToConverged"`
+	Rollout           Seconds           `json:"rollout"`
+	Reshard           Seconds           `json:"reshard"`
+	RolloutCov        Coverage          `json:"rolloutCoverage"`
+	ReshardCov        Coverage          `json:"reshardCoverage"`
+	Requests          map[string]Counts `json:"requests"`
+	SteadyReconciles  float64           `json:"steadyReconciles"`
+	NodeHeartbeats    int               `json:"steadyNodeHeartbeats"`
+	ChurnPods         int               `json:"steadyChurnPods"`
+	PeakRSSMiB        float64           `json:"peakRSSMiB"`
+	SteadyRSSMiB      float64           `json:"steadyRSSMiB"`
+	SteadyAnonMiB     float64           `json:"steadyRSSAnonMiB"`
+	SteadyHeapLiveMiB float64           `json:"steadyHeapLiveMiB"`
+	CPUSeconds        float64           `json:"cpuSeconds"`
+	PodsInCluster     int               `json:"podsInCluster"`
+	PodsCached        int               `json:"podsSelectedByCache"`
 }
 
 // STSResults are one StatefulSet policy's figures.

@@ -277,11 +277,11 @@ func measureOperator(ctx context.Context, o options, cl *localcluster.Cluster, c
 	res.SteadyReconciles = reconcilesAfter - reconcilesBefore
 	s := samp.stop()
 	res.PeakRSSMiB, res.SteadyRSSMiB, res.SteadyAnonMiB, res.CPUSeconds = s.peakMiB, s.lastMiB, s.lastAnonMiB, s.cpu
-	heap, err := scrapeSum(metricsURL, "go_memstats_heap_inuse_bytes", "")
+	heap, err := scrapeSum(metricsURL, "go_gc_heap_live_bytes", "")
 	if err != nil {
 		return res, err
 	}
-	res.SteadyHeapMiB = heap / (1 << 20)
+	res.SteadyHeapLiveMiB = heap / (1 << 20)
 	if err := profile("steady"); err != nil {
 		return res, err
 	}
@@ -439,8 +439,18 @@ func scrapeSum(url, family, contains string) (float64, error) {
 	return total, nil
 }
 
+// sampleValue is the value of one exposition line, `name{labels} value` or
+// `name value`.
 func sampleValue(line string) float64 {
-	f := strings.Fields(line[strings.LastIndex(line, "}")+1:])
+	i := strings.IndexAny(line, "{ ")
+	if i < 0 {
+		return 0
+	}
+	rest := line[i:]
+	if strings.HasPrefix(rest, "{") {
+		rest = rest[strings.LastIndex(rest, "}")+1:]
+	}
+	f := strings.Fields(rest)
 	if len(f) == 0 {
 		return 0
 	}

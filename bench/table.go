@@ -41,8 +41,8 @@ func printTable(out io.Writer, r Results) {
 		w.Flush()
 		fmt.Fprintf(out, "operator: overlap (two complete generations) rollout %s, reshard %s; converged %s after create\n",
 			op.RolloutCov.Overlap, op.ReshardCov.Overlap, op.Converged)
-		fmt.Fprintf(out, "operator process: peak RSS %.1f MiB, RSS after the steady period %.1f MiB (anonymous %.1f, Go heap in use %.1f), CPU %.1f s over the run\n",
-			op.PeakRSSMiB, op.SteadyRSSMiB, op.SteadyAnonMiB, op.SteadyHeapMiB, op.CPUSeconds)
+		fmt.Fprintf(out, "operator process: peak RSS %.1f MiB, RSS after the steady period %.1f MiB (anonymous %.1f, live Go heap %.1f), CPU %.1f s over the run\n",
+			op.PeakRSSMiB, op.SteadyRSSMiB, op.SteadyAnonMiB, op.SteadyHeapLiveMiB, op.CPUSeconds)
 		fmt.Fprintf(out, "operator API requests (reads / writes):")
 		for _, p := range []string{"initial", "rollout", "reshard", "steady"} {
 			c := op.Requests[p]
