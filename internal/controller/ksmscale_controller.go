@@ -54,6 +54,9 @@ type KSMScaleReconciler struct {
 	KSMClusterRole string
 	// Now is the clock; tests replace it.
 	Now func() time.Time
+
+	// deleted holds the pod deletions the cache has not shown yet.
+	deleted deletions
 }
 
 // +kubebuilder:rbac:groups=monitor.example.com,resources=ksmscales,verbs=get;list;watch

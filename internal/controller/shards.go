@@ -123,6 +123,10 @@ func (r *KSMScaleReconciler) reconcileShardPods(ctx context.Context, s *scope, t
 	held := map[string]bool{}
 	for i := range pods.Items {
 		p := &pods.Items[i]
+		if r.deleted.pending(p.UID, !p.DeletionTimestamp.IsZero(), s.now) {
+			// Deleted by an earlier pass; the cache is behind.
+			p.DeletionTimestamp = &metav1.Time{Time: s.now}
+		}
 		o := observePod(p, s.cfg, total, rev)
 		if o.Active && p.Spec.NodeName != "" && !s.nodes[p.Spec.NodeName] {
 			// Its node is gone: nothing runs this pod any more, whatever
@@ -163,6 +167,7 @@ func (r *KSMScaleReconciler) reconcileShardPods(ctx context.Context, s *scope, t
 		if err := r.Delete(ctx, p, client.Preconditions{UID: &uid}); client.IgnoreNotFound(err) != nil {
 			return ctrl.Result{}, classify(err, "delete pod "+p.Name)
 		}
+		r.deleted.deleted(uid, s.now)
 		log.FromContext(ctx).Info("deleted shard pod", "pod", p.Name, "reason", d.Reason)
 		if d.Reason == ksm.DeleteOldGroup {
 			retired++
