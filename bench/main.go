@@ -7,7 +7,7 @@
 // container start time (--startup-delay, a kwok Stage delay): kwok only
 // simulates pods, so readiness is all either side can be measured by.
 //
-// Usage: go run ./bench [--sizes 1000,5000] [--steady 10m] [--out bench-results.json]
+// Usage: go run ./bench [--sizes 1000,5000] [--steady 10m] [--out bench-results.json] [--profile-dir DIR]
 package main
 
 import (
@@ -54,7 +54,7 @@ func main() {
 	var sizes string
 	flag.StringVar(&sizes, "sizes", "1000,5000", "cluster sizes (simulated nodes), comma-separated")
 	flag.IntVar(&o.podsPerNode, "pods-per-node", 10, "unrelated workload pods per node")
-	flag.IntVar(&o.maxPods, "max-pods", 5000, "cap on workload pods: at 5,000 nodes this 2-core machine kept up with 5,000 pods, not 20,000 (node leases lapsed); the output says what ran")
+	flag.IntVar(&o.maxPods, "max-pods", 10000, "cap on workload pods: at 5,000 nodes this 2-core machine kept up with 10,000 pods, not 20,000 (node leases lapsed); the output says what ran")
 	flag.IntVar(&o.shards, "shards", 10, "shards of the KSMScale and replicas of the StatefulSet")
 	flag.IntVar(&o.reshardTo, "reshard-to", 6, "shard count after the reshard / StatefulSet scale-down")
 	flag.DurationVar(&o.startupDelay, "startup-delay", 5*time.Second, "simulated container start time of every pod (kwok Stage delay)")
@@ -62,7 +62,7 @@ func main() {
 	flag.IntVar(&o.maxSurge, "max-surge", 1, "the KSMScale's maxSurge")
 	flag.DurationVar(&o.steady, "steady", 10*time.Minute, "length of the steady period")
 	flag.IntVar(&o.churnPods, "churn-pods", 300, "unrelated pods created and deleted during the steady period")
-	flag.DurationVar(&o.heartbeatEvery, "heartbeat-every", time.Minute, "how often every node posts a status heartbeat during the steady period")
+	flag.DurationVar(&o.heartbeatEvery, "heartbeat-every", 5*time.Minute, "how often every node posts a status heartbeat during the steady period (the kubelet's default nodeStatusReportFrequency)")
 	flag.StringVar(&o.out, "out", "bench-results.json", "JSON output")
 	flag.StringVar(&o.bin, "bin", "bin", "directory with the control plane binaries")
 	flag.StringVar(&o.profileDir, "profile-dir", "", "if set, run the operator with pprof on and save its heap profile there after convergence and after the steady period (go tool pprof -sample_index=inuse_space)")
