@@ -151,6 +151,8 @@ func applyManifest(t *testing.T, path string) {
 		if err := k8s.Create(testCtx, u); err != nil && !apierrors.IsAlreadyExists(err) {
 			t.Fatalf("%s: create %s %s: %v", path, u.GetKind(), u.GetName(), err)
 		}
-		t.Cleanup(func() { _ = k8s.Delete(context.Background(), u, client.PropagationPolicy(metav1.DeletePropagationBackground)) })
+		t.Cleanup(func() {
+			_ = k8s.Delete(context.Background(), u, client.PropagationPolicy(metav1.DeletePropagationBackground))
+		})
 	}
 }
