@@ -33,9 +33,7 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -50,6 +48,8 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/ksmscale/ksm-scale-operator/test/proc"
 )
 
 // Component names, as used by PIDs, StopProcess, StartProcess and the pids file.
@@ -141,8 +141,7 @@ type process struct {
 	ready   func(ctx context.Context) error
 	timeout time.Duration
 
-	cmd  *exec.Cmd
-	done chan struct{} // closed once cmd.Wait returned
+	proc *proc.Process // nil until started
 }
 
 // Cluster is a running local control plane. Its methods are safe for
@@ -459,7 +458,7 @@ func (c *Cluster) PIDs() map[string]int {
 	pids := map[string]int{}
 	for name, p := range c.procs {
 		if p.running() {
-			pids[name] = p.cmd.Process.Pid
+			pids[name] = p.proc.PID()
 		}
 	}
 	return pids
@@ -480,7 +479,7 @@ func (c *Cluster) startProcess(ctx context.Context, name string) error {
 		return fmt.Errorf("localcluster: unknown process %q", name)
 	}
 	if p.running() {
-		return fmt.Errorf("localcluster: %s is already running (pid %d)", name, p.cmd.Process.Pid)
+		return fmt.Errorf("localcluster: %s is already running (pid %d)", name, p.proc.PID())
 	}
 	began := time.Now()
 	if err := c.spawn(p); err != nil {
@@ -495,7 +494,7 @@ func (c *Cluster) startProcess(ctx context.Context, name string) error {
 			return errors.Join(err, p.stop(), c.writePIDs())
 		}
 	}
-	c.logf("%s (pid %d) ready in %s", name, p.cmd.Process.Pid, time.Since(began).Round(time.Millisecond))
+	c.logf("%s (pid %d) ready in %s", name, p.proc.PID(), time.Since(began).Round(time.Millisecond))
 	return nil
 }
 
@@ -540,41 +539,17 @@ func (c *Cluster) Stop() error {
 	return errors.Join(errs...)
 }
 
-// spawn starts p with its output appended to DIR/NAME.log.
+// spawn starts p with its output appended to DIR/NAME.log. Unless the
+// cluster is detached, the child dies with this process, even by SIGKILL or
+// a test timeout (see test/proc).
 func (c *Cluster) spawn(p *process) error {
-	log, err := os.OpenFile(filepath.Join(c.dir, p.name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	header := fmt.Sprintf("\n==== localcluster %s: %s %s", time.Now().Format(time.RFC3339), p.binary, strings.Join(p.args, " "))
+	started, err := proc.StartWith(p.name, p.binary, p.args, c.logPath(p.name),
+		proc.Options{Dir: c.dir, Detach: c.opts.Detach, Header: header})
 	if err != nil {
-		return err
+		return fmt.Errorf("localcluster: %w", err)
 	}
-	// The child gets its own copy of the descriptor; ours is not needed.
-	defer log.Close()
-
-	fmt.Fprintf(log, "\n==== localcluster %s: %s %s\n", time.Now().Format(time.RFC3339), p.binary, strings.Join(p.args, " "))
-	cmd := exec.Command(p.binary, p.args...)
-	cmd.Dir = c.dir
-	// Files rather than pipes: a detached process must not die of SIGPIPE
-	// once its parent exits, and no copying goroutines are needed.
-	cmd.Stdout, cmd.Stderr = log, log
-	if c.opts.Detach {
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-		err = cmd.Start()
-	} else {
-		// Pdeathsig kills the child when the thread that forked it dies; the
-		// forking thread is one that never exits (see spawnThread), so in
-		// effect when this process dies, even by SIGKILL or a test timeout.
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-		spawnThread().do(func() { err = cmd.Start() })
-	}
-	if err != nil {
-		return fmt.Errorf("localcluster: start %s: %w", p.name, err)
-	}
-	p.cmd = cmd
-	p.done = make(chan struct{})
-	done := p.done
-	go func() {
-		_ = cmd.Wait() // reap; the exit status is in the log and cmd.ProcessState
-		close(done)
-	}()
+	p.proc = started
 	return nil
 }
 
@@ -591,9 +566,9 @@ func (c *Cluster) waitReady(ctx context.Context, p *process) error {
 			return nil
 		}
 		select {
-		case <-p.done:
+		case <-p.proc.Exited():
 			return fmt.Errorf("localcluster: %s exited (%v) before becoming ready; end of %s:\n%s",
-				p.name, p.cmd.ProcessState, c.logPath(p.name), tail(c.logPath(p.name), 30))
+				p.name, p.proc.ExitState(), c.logPath(p.name), tail(c.logPath(p.name), 30))
 		case <-ctx.Done():
 			return fmt.Errorf("localcluster: %s not ready (%w, last probe: %v); end of %s:\n%s",
 				p.name, ctx.Err(), err, c.logPath(p.name), tail(c.logPath(p.name), 30))
@@ -605,41 +580,17 @@ func (c *Cluster) waitReady(ctx context.Context, p *process) error {
 func (c *Cluster) logPath(name string) string { return filepath.Join(c.dir, name+".log") }
 
 // running reports whether p was started and has not exited.
-func (p *process) running() bool {
-	if p.cmd == nil {
-		return false
-	}
-	select {
-	case <-p.done:
-		return false
-	default:
-		return true
-	}
-}
+func (p *process) running() bool { return p.proc != nil && p.proc.Running() }
 
 // stop terminates p's process group and waits for p to be reaped.
 func (p *process) stop() error {
 	if !p.running() {
 		return nil
 	}
-	pgid := p.cmd.Process.Pid // Setpgid and Setsid both make the PID the group ID
-	if err := syscall.Kill(-pgid, syscall.SIGTERM); err != nil && !errors.Is(err, syscall.ESRCH) {
-		return fmt.Errorf("localcluster: SIGTERM %s (pid %d): %w", p.name, pgid, err)
+	if err := p.proc.Stop(stopGrace); err != nil {
+		return fmt.Errorf("localcluster: stop %s (pid %d): %w", p.name, p.proc.PID(), err)
 	}
-	select {
-	case <-p.done:
-		return nil
-	case <-time.After(stopGrace):
-	}
-	if err := syscall.Kill(-pgid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
-		return fmt.Errorf("localcluster: SIGKILL %s (pid %d): %w", p.name, pgid, err)
-	}
-	select {
-	case <-p.done:
-		return nil
-	case <-time.After(stopGrace):
-		return fmt.Errorf("localcluster: %s (pid %d) survived SIGKILL", p.name, pgid)
-	}
+	return nil
 }
 
 // writePIDs rewrites the pids file with the running processes, atomically so
@@ -649,7 +600,7 @@ func (c *Cluster) writePIDs() error {
 	var buf bytes.Buffer
 	for _, name := range startOrder {
 		if p, ok := c.procs[name]; ok && p.running() {
-			fmt.Fprintf(&buf, "%s %d %s\n", name, p.cmd.Process.Pid, p.binary)
+			fmt.Fprintf(&buf, "%s %d %s\n", name, p.proc.PID(), p.binary)
 		}
 	}
 	tmp := filepath.Join(c.dir, pidsFile+".tmp")
@@ -657,30 +608,6 @@ func (c *Cluster) writePIDs() error {
 		return err
 	}
 	return os.Rename(tmp, filepath.Join(c.dir, pidsFile))
-}
-
-// spawner runs functions on one OS thread that never exits. Pdeathsig is
-// tied to the thread that forked a child, not to the process, so children
-// must be forked from a thread that lives as long as the process.
-type spawner struct{ reqs chan func() }
-
-var spawnThread = sync.OnceValue(func() *spawner {
-	s := &spawner{reqs: make(chan func())}
-	go func() {
-		// Never unlocked and never returns, so the thread is never reused
-		// by another goroutine nor torn down.
-		runtime.LockOSThread()
-		for f := range s.reqs {
-			f()
-		}
-	}()
-	return s
-})
-
-func (s *spawner) do(f func()) {
-	done := make(chan struct{})
-	s.reqs <- func() { defer close(done); f() }
-	<-done
 }
 
 // AddNodes creates n more kwok nodes, named after NodeNameFormat with the

@@ -25,16 +25,47 @@ type Process struct {
 // gets SIGKILL if this process dies (Pdeathsig, forked from a thread that
 // never exits), so a test timeout cannot leak it.
 func Start(name, binary string, args []string, logPath string, env ...string) (*Process, error) {
+	return StartWith(name, binary, args, logPath, Options{Env: env})
+}
+
+// Options are StartWith's optional settings.
+type Options struct {
+	// Dir is the child's working directory; empty means this process's.
+	Dir string
+	// Env is added to this process's environment.
+	Env []string
+	// Detach starts the child in a session of its own and without
+	// Pdeathsig, so it outlives this process (a cluster that a CLI leaves
+	// running); it is still stopped by Stop.
+	Detach bool
+	// Header, if set, is written to the log before the child's output.
+	Header string
+}
+
+// StartWith is Start with options.
+func StartWith(name, binary string, args []string, logPath string, o Options) (*Process, error) {
 	log, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
 	}
+	// The child gets its own copy of the descriptor. Files rather than
+	// pipes: a detached child must not die of SIGPIPE once its parent
+	// exits, and no copying goroutines are needed.
 	defer log.Close()
+	if o.Header != "" {
+		fmt.Fprintln(log, o.Header)
+	}
 	cmd := exec.Command(binary, args...)
+	cmd.Dir = o.Dir
 	cmd.Stdout, cmd.Stderr = log, log
-	cmd.Env = append(os.Environ(), env...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	spawner().do(func() { err = cmd.Start() })
+	cmd.Env = append(os.Environ(), o.Env...)
+	if o.Detach {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		err = cmd.Start()
+	} else {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+		spawner().do(func() { err = cmd.Start() })
+	}
 	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
@@ -49,6 +80,14 @@ func (p *Process) PID() int { return p.cmd.Process.Pid }
 // Exited is closed when the process has exited.
 func (p *Process) Exited() <-chan struct{} { return p.done }
 
+// ExitState is how the process ended; nil while it runs.
+func (p *Process) ExitState() *os.ProcessState {
+	if p.Running() {
+		return nil
+	}
+	return p.cmd.ProcessState
+}
+
 // Running reports whether the process has not exited yet.
 func (p *Process) Running() bool {
 	select {
@@ -59,7 +98,8 @@ func (p *Process) Running() bool {
 	}
 }
 
-// Stop sends SIGTERM to the process group, then SIGKILL after grace.
+// Stop sends SIGTERM to the process group (a detached child's session is its
+// group too), then SIGKILL after grace.
 func (p *Process) Stop(grace time.Duration) error {
 	if !p.Running() {
 		return nil
@@ -78,6 +118,9 @@ func (p *Process) Stop(grace time.Duration) error {
 // Kill sends SIGKILL to the process group and waits for the exit: the way a
 // crash or an OOM kill ends a process, with no chance to clean up.
 func (p *Process) Kill() error {
+	if !p.Running() {
+		return nil
+	}
 	if err := syscall.Kill(-p.PID(), syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
 		return err
 	}
