@@ -9,14 +9,13 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	policyv1 "k8s.io/api/policy/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/ksmscale/ksm-scale-operator/api/v1alpha1"
 	"github.com/ksmscale/ksm-scale-operator/test/localcluster"
+	"github.com/ksmscale/ksm-scale-operator/test/restore"
 )
 
 // TestFaults breaks a running sharded instance in the ways clusters break
@@ -259,21 +258,6 @@ func TestFaults(t *testing.T) {
 	})
 
 	t.Run("Service, PDB, ServiceAccount and binding deleted", func(t *testing.T) {
-		objs := []client.Object{
-			&corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "kube-state-metrics-" + name}},
-			&policyv1.PodDisruptionBudget{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "kube-state-metrics-" + name + "-pdb"}},
-			&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "kube-state-metrics"}},
-			&rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "kube-state-metrics-" + name}},
-		}
-		for _, o := range objs {
-			if err := k8s.Delete(suiteCtx, o); err != nil {
-				t.Fatalf("delete %T: %v", o, err)
-			}
-		}
-		for _, o := range objs {
-			eventually(t, 60*time.Second, fmt.Sprintf("%T restored", o), func() error {
-				return k8s.Get(suiteCtx, client.ObjectKeyFromObject(o), o)
-			})
-		}
+		restore.DeleteAndWait(t, suiteCtx, k8s, 60*time.Second, restore.ShardedChildren(ns, name)...)
 	})
 }

@@ -11,7 +11,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
@@ -22,6 +21,7 @@ import (
 	v1alpha1 "github.com/ksmscale/ksm-scale-operator/api/v1alpha1"
 	"github.com/ksmscale/ksm-scale-operator/internal/controller"
 	"github.com/ksmscale/ksm-scale-operator/test/coverage"
+	"github.com/ksmscale/ksm-scale-operator/test/restore"
 )
 
 // shardPods lists a KSMScale's pods that are not being deleted, sorted by name.
@@ -472,22 +472,7 @@ func testSelfHealing(t *testing.T, ns, name string, total int32) {
 	})
 
 	t.Run("deleted Service, PDB, ServiceAccount and binding are restored", func(t *testing.T) {
-		objs := []client.Object{
-			&corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "kube-state-metrics-" + name}},
-			&policyv1.PodDisruptionBudget{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "kube-state-metrics-" + name + "-pdb"}},
-			&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "kube-state-metrics"}},
-			&rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "kube-state-metrics-" + name}},
-		}
-		for _, o := range objs {
-			if err := k8s.Delete(testCtx, o); err != nil {
-				t.Fatalf("delete %T: %v", o, err)
-			}
-		}
-		for _, o := range objs {
-			eventually(t, 30*time.Second, fmt.Sprintf("%T restored", o), func() error {
-				return k8s.Get(testCtx, client.ObjectKeyFromObject(o), o)
-			})
-		}
+		restore.DeleteAndWait(t, testCtx, k8s, 30*time.Second, restore.ShardedChildren(ns, name)...)
 	})
 }
 
