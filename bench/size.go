@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -125,7 +124,7 @@ func runSize(ctx context.Context, o options, n int, manager string) (SizeResults
 func measureOperator(ctx context.Context, o options, cl *localcluster.Cluster, cs kubernetes.Interface, k8s client.Client,
 	manager string, nodes []string) (OperatorResults, error) {
 	var res OperatorResults
-	ports, err := freePorts(3)
+	ports, err := proc.FreePorts(3)
 	if err != nil {
 		return res, err
 	}
@@ -487,20 +486,6 @@ func poll(ctx context.Context, timeout time.Duration, cond func() (bool, error))
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
-}
-
-// freePorts finds n distinct free local ports.
-func freePorts(n int) ([]int, error) {
-	var ports []int
-	for i := 0; i < n; i++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		defer l.Close()
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
 }
 
 // saveHeapProfile fetches the operator's heap profile (after a GC) into file.

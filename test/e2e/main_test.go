@@ -13,7 +13,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -178,7 +177,11 @@ type operator struct {
 // parent of t: an operator started in one subtest can outlive it.
 func startOperator(t, owner *testing.T, name string) *operator {
 	t.Helper()
-	mport, pport := freePort(t), freePort(t)
+	ports, err := proc.FreePorts(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mport, pport := ports[0], ports[1]
 	log := filepath.Join(work, name+".log")
 	p, err := proc.Start(name, managerBin, []string{
 		"--kubeconfig", operatorKubeconfig,
@@ -226,16 +229,6 @@ func (o *operator) metric(t *testing.T, family string, want map[string]string) f
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
 	return sumSamples(string(body), family, want)
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 func tailFile(path string, n int) string {

@@ -4,8 +4,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -26,6 +26,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/ksmscale/ksm-scale-operator/internal/metricsauth"
+	"github.com/ksmscale/ksm-scale-operator/test/proc"
 )
 
 // TestSecureMetricsServeOnlyAuthorizedScrapers runs the metrics server the
@@ -63,12 +64,11 @@ func TestSecureMetricsServeOnlyAuthorizedScrapers(t *testing.T) {
 	t.Cleanup(func() { _ = k8s.Delete(context.Background(), binding) })
 
 	// The server, as the operator: only the shipped roles let it review tokens.
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	ports, err := proc.FreePorts(1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := l.Addr().String()
-	l.Close()
+	addr := fmt.Sprintf("127.0.0.1:%d", ports[0])
 	httpClient, err := rest.HTTPClientFor(operatorCfg)
 	if err != nil {
 		t.Fatal(err)

@@ -238,7 +238,7 @@ func prepareDir(dir string) error {
 // configure writes certificates, keys, kubeconfig and component config files,
 // and builds the command line of every process.
 func (c *Cluster) configure() error {
-	ports, err := freePorts(5)
+	ports, err := proc.FreePorts(5)
 	if err != nil {
 		return err
 	}
@@ -917,23 +917,6 @@ func httpProbe(client *http.Client, url, contains string) func(ctx context.Conte
 		}
 		return nil
 	}
-}
-
-// freePorts returns n distinct free TCP ports on 127.0.0.1. All listeners
-// stay open until every port is chosen so the kernel cannot hand out the
-// same port twice; another process could still grab one before the
-// component binds it, which then shows up as an early exit.
-func freePorts(n int) ([]int, error) {
-	ports := make([]int, 0, n)
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		defer l.Close()
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
 }
 
 // tail returns the last n lines of a file, for error messages.

@@ -6,6 +6,7 @@ package proc
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"runtime"
@@ -72,6 +73,23 @@ func StartWith(name, binary string, args []string, logPath string, o Options) (*
 	p := &Process{Name: name, cmd: cmd, done: make(chan struct{})}
 	go func() { _ = cmd.Wait(); close(p.done) }()
 	return p, nil
+}
+
+// FreePorts returns n distinct free TCP ports on 127.0.0.1, for the
+// processes a test starts. The listeners stay open until all are chosen so
+// the kernel cannot hand out one twice; another process may still take one
+// before the child binds it, which then shows up as an early exit.
+func FreePorts(n int) ([]int, error) {
+	ports := make([]int, 0, n)
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		defer l.Close()
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
 }
 
 // PID is the process's ID (and process group ID).

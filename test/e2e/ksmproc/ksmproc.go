@@ -171,32 +171,6 @@ func FlagValue(args []string, name string) (string, bool) {
 	return "", false
 }
 
-// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
-func FreePort() (int, error) {
-	ports, err := FreePorts(1)
-	if err != nil {
-		return 0, err
-	}
-	return ports[0], nil
-}
-
-// FreePorts returns n distinct free TCP ports on 127.0.0.1. The listeners
-// stay open until all are chosen so the kernel cannot hand out one twice;
-// another process may still take one before KSM binds it, which Start then
-// reports as an early exit.
-func FreePorts(n int) ([]int, error) {
-	ports := make([]int, 0, n)
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		defer l.Close()
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
-}
-
 // Options configures Start.
 type Options struct {
 	// Bin is the kube-state-metrics binary.

@@ -17,6 +17,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/ksmscale/ksm-scale-operator/test/proc"
 )
 
 // TestMain doubles as a fake kube-state-metrics: with KSMPROC_FAKE set, the
@@ -64,7 +66,7 @@ func startFake(t *testing.T) *Process {
 		t.Fatal(err)
 	}
 	t.Setenv("KSMPROC_FAKE", "1")
-	ports, err := FreePorts(2)
+	ports, err := proc.FreePorts(2)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,7 +144,7 @@ current-context: c
 `), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	ports, err := FreePorts(2)
+	ports, err := proc.FreePorts(2)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -53,6 +53,7 @@ import (
 	v1alpha1 "github.com/ksmscale/ksm-scale-operator/api/v1alpha1"
 	"github.com/ksmscale/ksm-scale-operator/internal/ksm"
 	"github.com/ksmscale/ksm-scale-operator/test/e2e/ksmproc"
+	"github.com/ksmscale/ksm-scale-operator/test/proc"
 )
 
 // The object families compared, one series per object each.
@@ -178,7 +179,7 @@ func Run(ctx context.Context, o Options, out io.Writer) (code int, err error) {
 	}
 
 	// Command lines: one per shard pod, and the unsharded one.
-	ports, err := ksmproc.FreePorts(2 * (len(shards) + 1))
+	ports, err := proc.FreePorts(2 * (len(shards) + 1))
 	if err != nil {
 		return ExitError, err
 	}
