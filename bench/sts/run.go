@@ -18,7 +18,8 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
-	toolswatch "k8s.io/client-go/tools/watch"
+
+	"github.com/ksmscale/ksm-scale-operator/test/follow"
 )
 
 // Result is one create / rollout / scale cycle of an autosharded StatefulSet.
@@ -351,44 +352,20 @@ func watchStatefulSet(ctx context.Context, cs kubernetes.Interface, namespace, n
 	if len(initial.Items) > 0 {
 		w.current = &initial.Items[0]
 	}
-	rw, err := toolswatch.NewRetryWatcherWithContext(ctx, initial.ResourceVersion, lw)
-	if err != nil {
-		cancel()
-		return nil, err
-	}
 	go func() {
 		defer close(w.done)
 		defer w.note.notify()
-		defer rw.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				w.fail(ctx.Err())
-				return
-			case ev, ok := <-rw.ResultChan():
-				if !ok {
-					w.fail(fmt.Errorf("StatefulSet watch of %s/%s ended", namespace, name))
-					return
-				}
-				if ev.Type == watch.Error {
-					w.fail(fmt.Errorf("StatefulSet watch of %s/%s: %v", namespace, name, apierrors.FromObject(ev.Object)))
-					return
-				}
-				s, ok := ev.Object.(*appsv1.StatefulSet)
-				if !ok {
-					continue
-				}
+		w.fail(follow.Watch(ctx, lw, initial.ResourceVersion, fmt.Sprintf("StatefulSet watch of %s/%s", namespace, name),
+			func(t watch.EventType, s *appsv1.StatefulSet) {
 				w.mu.Lock()
-				switch ev.Type {
-				case watch.Deleted:
+				if t == watch.Deleted {
 					w.current = nil
-				case watch.Added, watch.Modified:
+				} else {
 					w.current = s
 				}
 				w.mu.Unlock()
 				w.note.notify()
-			}
-		}
+			}))
 	}()
 	return w, nil
 }

@@ -13,7 +13,8 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
-	toolswatch "k8s.io/client-go/tools/watch"
+
+	"github.com/ksmscale/ksm-scale-operator/test/follow"
 )
 
 // notifier wakes every waiter on each change: take Changed() before checking
@@ -92,48 +93,21 @@ func Watch(ctx context.Context, cs kubernetes.Interface, namespace, selector, st
 		w.pods[initial.Items[i].Name] = &initial.Items[i]
 	}
 	w.Observe(time.Now(), w.Pods())
-	rw, err := toolswatch.NewRetryWatcherWithContext(ctx, initial.ResourceVersion, lw)
-	if err != nil {
-		cancel()
-		return nil, err
-	}
 	go func() {
 		defer close(w.done)
 		defer w.note.notify()
-		defer rw.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				w.fail(ctx.Err())
-				return
-			case ev, ok := <-rw.ResultChan():
-				if !ok {
-					w.fail(fmt.Errorf("pod watch of %s/%s ended", namespace, stsName))
-					return
-				}
-				if ev.Type == watch.Error {
-					w.fail(fmt.Errorf("pod watch of %s/%s: %v", namespace, stsName, apierrors.FromObject(ev.Object)))
-					return
-				}
-				p, ok := ev.Object.(*corev1.Pod)
-				if !ok {
-					continue
-				}
+		w.fail(follow.Watch(ctx, lw, initial.ResourceVersion, fmt.Sprintf("pod watch of %s/%s", namespace, stsName),
+			func(t watch.EventType, p *corev1.Pod) {
 				w.mu.Lock()
-				switch ev.Type {
-				case watch.Deleted:
+				if t == watch.Deleted {
 					delete(w.pods, p.Name)
-				case watch.Added, watch.Modified:
+				} else {
 					w.pods[p.Name] = p
-				default:
-					w.mu.Unlock()
-					continue
 				}
 				w.mu.Unlock()
 				w.Observe(time.Now(), w.Pods())
 				w.note.notify()
-			}
-		}
+			}))
 	}()
 	return w, nil
 }

@@ -18,7 +18,8 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
-	toolswatch "k8s.io/client-go/tools/watch"
+
+	"github.com/ksmscale/ksm-scale-operator/test/follow"
 )
 
 // UnshardedTotal is the generation key of pods without shard arguments (the
@@ -224,37 +225,17 @@ func Watch(ctx context.Context, cs kubernetes.Interface, namespace, selector, co
 		pods[initial.Items[i].Name] = &initial.Items[i]
 	}
 	w.Observe(time.Now(), CompleteGenerations(values(pods), container))
-	rw, err := toolswatch.NewRetryWatcherWithContext(ctx, initial.ResourceVersion, lw)
-	if err != nil {
-		cancel()
-		return nil, err
-	}
 	go func() {
 		defer close(w.done)
-		defer rw.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case ev, ok := <-rw.ResultChan():
-				if !ok {
-					return
-				}
-				p, ok := ev.Object.(*corev1.Pod)
-				if !ok {
-					continue
-				}
-				switch ev.Type {
-				case watch.Deleted:
-					delete(pods, p.Name)
-				case watch.Added, watch.Modified:
-					pods[p.Name] = p
-				default:
-					continue
-				}
-				w.Observe(time.Now(), CompleteGenerations(values(pods), container))
+		// Ends when the watch does; the tracker keeps what it saw.
+		_ = follow.Watch(ctx, lw, initial.ResourceVersion, "pod watch", func(t watch.EventType, p *corev1.Pod) {
+			if t == watch.Deleted {
+				delete(pods, p.Name)
+			} else {
+				pods[p.Name] = p
 			}
-		}
+			w.Observe(time.Now(), CompleteGenerations(values(pods), container))
+		})
 	}()
 	return w, nil
 }
