@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/ksmscale/ksm-scale-operator/test/coverage"
 	"github.com/ksmscale/ksm-scale-operator/test/follow"
 )
 
@@ -262,7 +263,7 @@ func podsServing(name string, pods []*corev1.Pod, replicas int32, current func(*
 		switch {
 		case i < 0 || i >= int(replicas):
 			return false, fmt.Sprintf("pod %s still exists", p.Name)
-		case !Serving(p):
+		case !coverage.Serving(p):
 			return false, fmt.Sprintf("pod %s not Ready", p.Name)
 		case current != nil && !current(p):
 			return false, fmt.Sprintf("pod %s not updated", p.Name)

@@ -11,6 +11,8 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/ksmscale/ksm-scale-operator/test/coverage"
 )
 
 const stsName = "ksm-orderedready"
@@ -105,7 +107,7 @@ func TestServing(t *testing.T) {
 		{"no condition", noCond, false},
 		{"not ready", notReady, false},
 	} {
-		if got := Serving(tc.pod); got != tc.want {
+		if got := coverage.Serving(tc.pod); got != tc.want {
 			t.Errorf("%s: Serving = %v, want %v", tc.name, got, tc.want)
 		}
 	}

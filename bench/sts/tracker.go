@@ -29,20 +29,6 @@ func Ordinal(sts, pod string) int {
 	return i
 }
 
-// Serving reports whether pod counts for coverage: not being deleted, not in
-// a terminal phase, and Ready=True.
-func Serving(p *corev1.Pod) bool {
-	if !p.DeletionTimestamp.IsZero() || p.Status.Phase == corev1.PodFailed || p.Status.Phase == corev1.PodSucceeded {
-		return false
-	}
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
-}
-
 // Tracker turns a sequence of pod states of one StatefulSet into per-shard
 // uncovered intervals. Shard i is covered while a pod named <sts>-<i> is
 // Serving. Only ordinals 0..replicas-1 count, where replicas is set by the
@@ -87,7 +73,7 @@ func (tr *Tracker) Observe(t time.Time, pods []*corev1.Pod) {
 	defer tr.mu.Unlock()
 	covered := map[int]bool{}
 	for _, p := range pods {
-		if i := Ordinal(tr.name, p.Name); i >= 0 && Serving(p) {
+		if i := Ordinal(tr.name, p.Name); i >= 0 && coverage.Serving(p) {
 			covered[i] = true
 		}
 	}

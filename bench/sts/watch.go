@@ -9,10 +9,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/cache"
 
 	"github.com/ksmscale/ksm-scale-operator/test/follow"
 )
@@ -74,16 +72,7 @@ func Watch(ctx context.Context, cs kubernetes.Interface, namespace, selector, st
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	w := &Watcher{Tracker: NewTracker(stsName, replicas), cancel: cancel, done: make(chan struct{}), pods: map[string]*corev1.Pod{}}
-	lw := &cache.ListWatch{
-		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-			o.LabelSelector = selector
-			return cs.CoreV1().Pods(namespace).List(ctx, o)
-		},
-		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-			o.LabelSelector = selector
-			return cs.CoreV1().Pods(namespace).Watch(ctx, o)
-		},
-	}
+	lw := follow.Pods(cs, namespace, selector)
 	initial, err := cs.CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{LabelSelector: selector})
 	if err != nil {
 		cancel()

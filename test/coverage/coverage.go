@@ -14,10 +14,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/cache"
 
 	"github.com/ksmscale/ksm-scale-operator/test/follow"
 )
@@ -34,7 +32,7 @@ const UnshardedTotal = 1
 func CompleteGenerations(pods []*corev1.Pod, container string) int {
 	ready := map[int]map[int]bool{}
 	for _, p := range pods {
-		if !serving(p) {
+		if !Serving(p) {
 			continue
 		}
 		shard, total := shardOf(p, container)
@@ -56,7 +54,9 @@ func CompleteGenerations(pods []*corev1.Pod, container string) int {
 	return n
 }
 
-func serving(p *corev1.Pod) bool {
+// Serving reports whether pod counts for coverage: not being deleted, not in
+// a terminal phase, and Ready=True.
+func Serving(p *corev1.Pod) bool {
 	if !p.DeletionTimestamp.IsZero() || p.Status.Phase == corev1.PodFailed || p.Status.Phase == corev1.PodSucceeded {
 		return false
 	}
@@ -205,16 +205,7 @@ type Watcher struct {
 func Watch(ctx context.Context, cs kubernetes.Interface, namespace, selector, container string) (*Watcher, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	w := &Watcher{Tracker: &Tracker{}, cancel: cancel, done: make(chan struct{})}
-	lw := &cache.ListWatch{
-		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-			o.LabelSelector = selector
-			return cs.CoreV1().Pods(namespace).List(ctx, o)
-		},
-		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-			o.LabelSelector = selector
-			return cs.CoreV1().Pods(namespace).Watch(ctx, o)
-		},
-	}
+	lw := follow.Pods(cs, namespace, selector)
 	initial, err := cs.CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{LabelSelector: selector})
 	if err != nil {
 		cancel()

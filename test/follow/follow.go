@@ -9,8 +9,10 @@ import (
 	"fmt"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 	toolswatch "k8s.io/client-go/tools/watch"
 )
@@ -45,5 +47,20 @@ func Watch[T runtime.Object](ctx context.Context, lw cache.WatcherWithContext, r
 				apply(ev.Type, obj)
 			}
 		}
+	}
+}
+
+// Pods is a ListWatch of the pods in namespace that match the label
+// selector, for Watch.
+func Pods(cs kubernetes.Interface, namespace, selector string) *cache.ListWatch {
+	return &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			o.LabelSelector = selector
+			return cs.CoreV1().Pods(namespace).List(ctx, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			o.LabelSelector = selector
+			return cs.CoreV1().Pods(namespace).Watch(ctx, o)
+		},
 	}
 }
