@@ -308,9 +308,9 @@ type ShardHealth struct {
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:scope=Cluster,shortName=ksms
 // +kubebuilder:printcolumn:name="Mode",type=string,JSONPath=`.status.mode`
-// +kubebuilder:printcolumn:name="Shards",type=integer,JSONPath=`.status.shardingStatus.totalShards`
-// +kubebuilder:printcolumn:name="Active",type=integer,JSONPath=`.status.shardingStatus.activeShards`
-// +kubebuilder:printcolumn:name="Replicas",type=integer,JSONPath=`.status.currentReplicas`,priority=1
+// +kubebuilder:printcolumn:name="Desired",type=integer,JSONPath=`.status.desiredReplicas`,description="Shards (sharded) or replicas (unsharded) wanted"
+// +kubebuilder:printcolumn:name="Ready",type=integer,JSONPath=`.status.currentReplicas`,description="Shards with a Ready pod, or Ready replicas"
+// +kubebuilder:printcolumn:name="Available",type=string,JSONPath=`.status.conditions[?(@.type=="Available")].status`,description="Every object is exported by a complete generation"
 // +kubebuilder:printcolumn:name="Nodes",type=integer,JSONPath=`.status.nodeCount`
 // +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
