@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"flag"
 	"os"
+	"strings"
 
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
@@ -28,8 +29,8 @@ func init() {
 
 func main() {
 	var (
-		metricsAddr, probeAddr, pprofAddr, leaderNamespace, ksmRole string
-		leaderElect, secureMetrics, enableHTTP2                     bool
+		metricsAddr, probeAddr, pprofAddr, leaderNamespace, ksmRole, ksmNamespaces string
+		leaderElect, secureMetrics, enableHTTP2                                    bool
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address of the metrics endpoint; \"0\" turns it off.")
 	flag.BoolVar(&secureMetrics, "metrics-secure", false,
@@ -42,6 +43,9 @@ func main() {
 		"Namespace of the leader election Lease (default: the pod's namespace; required outside a cluster).")
 	flag.StringVar(&ksmRole, "ksm-cluster-role", controller.DefaultKSMClusterRole,
 		"The read-only ClusterRole bound to kube-state-metrics; the operator needs 'bind' on it.")
+	flag.StringVar(&ksmNamespaces, "ksm-namespaces", "monitoring",
+		"Comma-separated namespaces a KSMScale may run kube-state-metrics in (its spec.namespace); \"*\" allows every namespace. "+
+			"kube-state-metrics reads every Secret of the cluster, so only namespaces whose pods and ServiceAccounts are as trusted as that belong here.")
 	opts := zap.Options{Development: false}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -76,7 +80,11 @@ func main() {
 	}
 
 	ctx := ctrl.SetupSignalHandler()
-	if err := controller.Setup(ctx, mgr, ksmRole); err != nil {
+	var setupOpts []controller.Option
+	if ksmNamespaces != "*" {
+		setupOpts = append(setupOpts, controller.AllowNamespaces(strings.Split(ksmNamespaces, ",")...))
+	}
+	if err := controller.Setup(ctx, mgr, ksmRole, setupOpts...); err != nil {
 		setupLog.Error(err, "unable to set up the KSMScale controller")
 		os.Exit(1)
 	}

@@ -2,10 +2,12 @@ package controller
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
 	"strings"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -22,34 +24,19 @@ import (
 	"github.com/ksmscale/ksm-scale-operator/internal/ksm"
 )
 
-// ReasonNameConflict: an object the operator needs to create already exists
-// and belongs to someone else; the operator never takes it over.
-const ReasonNameConflict = "NameConflict"
-
-// ownership is how a child relates to its KSMScale.
-type ownership int
-
-const (
-	// exclusive children carry the KSMScale's controller reference.
-	exclusive ownership = iota
-	// shared children (the namespace's ServiceAccount) carry a plain owner
-	// reference of every KSMScale that uses them, so garbage collection
-	// removes them only with the last one.
-	shared
-)
-
 // apply creates `want`, or brings the existing object of that name in line
 // with it: inSync reports whether `have` already matches, update copies
-// `want` into `have`. An object the operator did not create (no managed-by
-// label) is never adopted: a shared one is used as it is, an exclusive one is
-// a name conflict. Nothing is written when the object is in sync.
-func apply[T client.Object](ctx context.Context, r *KSMScaleReconciler, s *scope, want, have T, own ownership,
+// `want` into `have`. Every child carries its KSMScale's controller
+// reference. An object the operator did not create (no managed-by label, or
+// another controller) is never adopted: it is a name conflict. Nothing is
+// written when the object is in sync.
+func apply[T client.Object](ctx context.Context, r *KSMScaleReconciler, s *scope, want, have T,
 	inSync func(have T) bool, update func(have T)) (T, error) {
 	key := client.ObjectKeyFromObject(want)
 	kind := fmt.Sprintf("%T", want)
 	err := r.Get(ctx, key, have)
 	if apierrors.IsNotFound(err) {
-		if err := r.setOwner(s, want, own); err != nil {
+		if err := controllerutil.SetControllerReference(s.ksm, want, r.Scheme()); err != nil {
 			return have, err
 		}
 		err = r.Create(ctx, want)
@@ -64,19 +51,15 @@ func apply[T client.Object](ctx context.Context, r *KSMScaleReconciler, s *scope
 		err = r.APIReader.Get(ctx, key, have)
 	}
 	if err != nil {
-		return have, fmt.Errorf("get %s: %w", key, err)
+		return have, classify(err, "get "+key.String())
 	}
 
 	managed := have.GetLabels()[ksm.LabelManagedBy] == ksm.ManagedBy || metav1.IsControlledBy(have, s.ksm)
-	switch {
-	case own == shared && !managed:
-		return have, nil
-	case own == exclusive && !managed,
-		own == exclusive && metav1.GetControllerOf(have) != nil && !metav1.IsControlledBy(have, s.ksm):
+	if !managed || (metav1.GetControllerOf(have) != nil && !metav1.IsControlledBy(have, s.ksm)) {
 		return have, &stopError{reason: ReasonNameConflict,
 			err: fmt.Errorf("%s %s exists and is not managed by KSMScale %s; delete or rename it", kind, key, s.ksm.Name)}
 	}
-	if inSync(have) && labelsInclude(have.GetLabels(), want.GetLabels()) && hasOwner(have, s, own) {
+	if inSync(have) && labelsInclude(have.GetLabels(), want.GetLabels()) && metav1.IsControlledBy(have, s.ksm) {
 		return have, nil
 	}
 	update(have)
@@ -86,7 +69,7 @@ func apply[T client.Object](ctx context.Context, r *KSMScaleReconciler, s *scope
 	}
 	maps.Copy(labels, want.GetLabels())
 	have.SetLabels(labels)
-	if err := r.setOwner(s, have, own); err != nil {
+	if err := controllerutil.SetControllerReference(s.ksm, have, r.Scheme()); err != nil {
 		return have, err
 	}
 	if err := r.Update(ctx, have); err != nil {
@@ -94,20 +77,6 @@ func apply[T client.Object](ctx context.Context, r *KSMScaleReconciler, s *scope
 	}
 	log.FromContext(ctx).Info("updated", "kind", kind, "name", key)
 	return have, nil
-}
-
-func (r *KSMScaleReconciler) setOwner(s *scope, obj client.Object, own ownership) error {
-	if own == exclusive {
-		return controllerutil.SetControllerReference(s.ksm, obj, r.Scheme())
-	}
-	return controllerutil.SetOwnerReference(s.ksm, obj, r.Scheme())
-}
-
-func hasOwner(obj client.Object, s *scope, own ownership) bool {
-	if own == exclusive {
-		return metav1.IsControlledBy(obj, s.ksm)
-	}
-	return slices.ContainsFunc(obj.GetOwnerReferences(), func(ref metav1.OwnerReference) bool { return ref.UID == s.ksm.UID })
 }
 
 func labelsInclude(have, want map[string]string) bool {
@@ -120,13 +89,24 @@ func labelsInclude(have, want map[string]string) bool {
 }
 
 func (r *KSMScaleReconciler) reconcileServiceAccount(ctx context.Context, s *scope) (ctrl.Result, error) {
-	want := ksm.BuildServiceAccount(s.cfg.Namespace)
-	_, err := apply(ctx, r, s, want, &corev1.ServiceAccount{}, shared,
+	want := ksm.BuildServiceAccount(s.cfg)
+	_, err := apply(ctx, r, s, want, &corev1.ServiceAccount{},
 		func(*corev1.ServiceAccount) bool { return true }, func(*corev1.ServiceAccount) {})
+	var stop *stopError
+	if errors.As(err, &stop) && stop.reason == ReasonNameConflict {
+		// Someone else's account holds the name: it must never be bound.
+		return ctrl.Result{}, errors.Join(err, r.deleteBinding(ctx, s))
+	}
+	s.serviceAccountOwned = err == nil
 	return ctrl.Result{}, err
 }
 
 func (r *KSMScaleReconciler) reconcileRoleBinding(ctx context.Context, s *scope) (ctrl.Result, error) {
+	if !s.serviceAccountOwned {
+		// Not known to be ours this pass (its phase failed): leave the
+		// binding as it is, neither granting nor taking away.
+		return ctrl.Result{}, nil
+	}
 	want := ksm.BuildClusterRoleBinding(s.cfg, r.KSMClusterRole)
 	have := &rbacv1.ClusterRoleBinding{}
 	if err := r.Get(ctx, client.ObjectKeyFromObject(want), have); err == nil &&
@@ -135,14 +115,33 @@ func (r *KSMScaleReconciler) reconcileRoleBinding(ctx context.Context, s *scope)
 		if err := r.Delete(ctx, have); client.IgnoreNotFound(err) != nil {
 			return ctrl.Result{}, classify(err, "delete ClusterRoleBinding "+have.Name)
 		}
-		return ctrl.Result{Requeue: true}, nil //nolint:staticcheck // recreate once the old one is gone
+		return ctrl.Result{RequeueAfter: time.Second}, nil // recreate once the old one is gone
 	}
-	_, err := apply(ctx, r, s, want, &rbacv1.ClusterRoleBinding{}, exclusive,
+	_, err := apply(ctx, r, s, want, &rbacv1.ClusterRoleBinding{},
 		func(have *rbacv1.ClusterRoleBinding) bool {
 			return equality.Semantic.DeepEqual(have.Subjects, want.Subjects)
 		},
 		func(have *rbacv1.ClusterRoleBinding) { have.Subjects = want.Subjects })
 	return ctrl.Result{}, err
+}
+
+// deleteBinding removes the KSMScale's ClusterRoleBinding, when its
+// namespace is gone or not allowed.
+func (r *KSMScaleReconciler) deleteBinding(ctx context.Context, s *scope) error {
+	b := &rbacv1.ClusterRoleBinding{}
+	err := r.Get(ctx, client.ObjectKey{Name: ksm.ClusterRoleBindingName(s.cfg.Name)}, b)
+	if apierrors.IsNotFound(err) || (err == nil && (!metav1.IsControlledBy(b, s.ksm) || !b.DeletionTimestamp.IsZero())) {
+		return nil
+	}
+	if err != nil {
+		return classify(err, "get ClusterRoleBinding "+b.Name)
+	}
+	uid := b.UID
+	if err := r.Delete(ctx, b, client.Preconditions{UID: &uid}); client.IgnoreNotFound(err) != nil {
+		return classify(err, "delete ClusterRoleBinding "+b.Name)
+	}
+	log.FromContext(ctx).Info("deleted", "kind", "ClusterRoleBinding", "name", b.Name)
+	return nil
 }
 
 func (r *KSMScaleReconciler) reconcileService(ctx context.Context, s *scope) (ctrl.Result, error) {
@@ -154,9 +153,9 @@ func (r *KSMScaleReconciler) reconcileService(ctx context.Context, s *scope) (ct
 		if err := r.Delete(ctx, have); client.IgnoreNotFound(err) != nil {
 			return ctrl.Result{}, classify(err, "delete Service "+have.Name)
 		}
-		return ctrl.Result{Requeue: true}, nil //nolint:staticcheck // recreate once the old one is gone
+		return ctrl.Result{RequeueAfter: time.Second}, nil // recreate once the old one is gone
 	}
-	_, err := apply(ctx, r, s, want, &corev1.Service{}, exclusive,
+	_, err := apply(ctx, r, s, want, &corev1.Service{},
 		func(have *corev1.Service) bool {
 			return maps.Equal(have.Spec.Selector, want.Spec.Selector) &&
 				len(have.Spec.Ports) == len(want.Spec.Ports) &&
@@ -169,33 +168,30 @@ func (r *KSMScaleReconciler) reconcileService(ctx context.Context, s *scope) (ct
 	return ctrl.Result{}, err
 }
 
-// ensureDeployment keeps the unsharded Deployment as built. Besides the
-// generic comparison, the container's image and arguments are compared
-// exactly, since a derivative comparison would accept extra arguments.
+// ensureDeployment keeps the unsharded Deployment as built, by the hash of
+// the wanted spec and the generation of the operator's last write (see
+// writtenGenerations), never by comparing specs.
 func (r *KSMScaleReconciler) ensureDeployment(ctx context.Context, s *scope, want *appsv1.Deployment) (*appsv1.Deployment, error) {
-	return apply(ctx, r, s, want, &appsv1.Deployment{}, exclusive,
+	d, err := apply(ctx, r, s, want, &appsv1.Deployment{},
 		func(have *appsv1.Deployment) bool {
-			return equality.Semantic.DeepDerivative(want.Spec, have.Spec) &&
-				sameContainers(want.Spec.Template.Spec.Containers, have.Spec.Template.Spec.Containers)
+			return have.Annotations[ksm.AnnotationSpecHash] == want.Annotations[ksm.AnnotationSpecHash] && r.written.unchanged(have)
 		},
-		func(have *appsv1.Deployment) { have.Spec = want.Spec })
-}
-
-func sameContainers(want, have []corev1.Container) bool {
-	if len(want) != len(have) {
-		return false
+		func(have *appsv1.Deployment) {
+			have.Spec = want.Spec
+			if have.Annotations == nil {
+				have.Annotations = map[string]string{}
+			}
+			have.Annotations[ksm.AnnotationSpecHash] = want.Annotations[ksm.AnnotationSpecHash]
+		})
+	if err == nil {
+		r.written.record(d)
 	}
-	for i := range want {
-		if want[i].Name != have[i].Name || want[i].Image != have[i].Image || !slices.Equal(want[i].Args, have[i].Args) {
-			return false
-		}
-	}
-	return true
+	return d, err
 }
 
 func (r *KSMScaleReconciler) ensurePDB(ctx context.Context, s *scope, minAvailable int32) error {
 	want := ksm.BuildPDB(s.cfg, minAvailable)
-	_, err := apply(ctx, r, s, want, &policyv1.PodDisruptionBudget{}, exclusive,
+	_, err := apply(ctx, r, s, want, &policyv1.PodDisruptionBudget{},
 		func(have *policyv1.PodDisruptionBudget) bool {
 			return have.Spec.Selector != nil && maps.Equal(have.Spec.Selector.MatchLabels, want.Spec.Selector.MatchLabels) &&
 				len(have.Spec.Selector.MatchExpressions) == 0 &&

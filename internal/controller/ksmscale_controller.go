@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -15,6 +16,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
@@ -52,11 +54,18 @@ type KSMScaleReconciler struct {
 	Recorder  events.EventRecorder
 	// KSMClusterRole is the ClusterRole bound to kube-state-metrics.
 	KSMClusterRole string
+	// AllowedNamespaces are the namespaces kube-state-metrics may run in,
+	// the operator-side guard against a KSMScale used to grant its
+	// cluster-wide read access in a namespace of someone's choosing; nil
+	// allows every namespace.
+	AllowedNamespaces map[string]bool
 	// Now is the clock; tests replace it.
 	Now func() time.Time
 
 	// deleted holds the pod deletions the cache has not shown yet.
 	deleted deletions
+	// written holds the generation of the operator's last Deployment write.
+	written writtenGenerations
 }
 
 // +kubebuilder:rbac:groups=monitor.example.com,resources=ksmscales,verbs=get;list;watch
@@ -92,21 +101,31 @@ func (r *KSMScaleReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	s.obs.sharded = s.cfg.Sharded
 
 	res, err := r.reconcileAll(ctx, s)
-	var stop *stopError
-	if errors.As(err, &stop) {
-		s.obs.errReason, s.obs.errMessage = stop.reason, stop.Error()
-		err = nil
+	stops, err := splitErrors(err)
+	if len(stops) > 0 {
+		s.obs.errReason, s.obs.errMessage = stops[0].reason, joinMessages(stops)
+		res = earliest(res, ctrl.Result{RequeueAfter: retryAfter(k.Status, stops[0].reason, s.now)})
+	}
+	if !s.obs.workloadObserved && len(stops) == 0 && err != nil {
+		// Nothing was observed and nothing needs a person: the previous
+		// status stays as it is, and the error is retried with backoff.
+		return ctrl.Result{}, err
 	}
 	if serr := r.writeStatus(ctx, s); serr != nil {
 		return ctrl.Result{}, errors.Join(err, serr)
 	}
-	if s.obs.sharded {
-		metrics.Record(k.Name, s.obs.total, s.obs.shardReady)
-	} else {
-		metrics.Record(k.Name, 0, nil)
+	if s.obs.workloadObserved {
+		if s.obs.sharded {
+			metrics.Record(k.Name, s.obs.total, s.obs.shardReady)
+		} else {
+			metrics.Record(k.Name, 0, nil)
+		}
 	}
 	metrics.RecordConditions(k.Name, k.Status.Conditions)
-	return res, err
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	return res, nil
 }
 
 // scope carries one pass's state between its phases.
@@ -116,13 +135,19 @@ type scope struct {
 	now time.Time
 	// nodes are the names of the cluster's nodes.
 	nodes map[string]bool
-	obs   observation
+	// serviceAccountOwned: the pass found or made the KSMScale's own
+	// ServiceAccount; only then may the binding name it.
+	serviceAccountOwned bool
+	obs                 observation
 }
 
-// stopError is a failure that a retry will not fix (a forbidden or invalid
-// object, a name held by someone else). It is reported in the Degraded
-// condition instead of being retried with backoff; the next change to the
-// KSMScale or its children triggers a new attempt.
+// stopError is a failure that retrying at once will not fix: a forbidden or
+// invalid object (an exceeded ResourceQuota, a webhook's denial, RBAC not yet
+// active at install), a name held by someone else. It is reported in the
+// Degraded condition and retried with a capped exponential backoff
+// (retryAfter), because what fixes it is often invisible to the operator's
+// watches: a conflicting object without the operator's labels is not in its
+// cache, and a quota or a role changing triggers nothing.
 type stopError struct {
 	reason string
 	err    error
@@ -142,28 +167,86 @@ func classify(err error, what string) error {
 	return fmt.Errorf("%s: %w", what, err)
 }
 
+// splitErrors separates the stopErrors of a pass (possibly several, joined
+// with errors.Join) from the rest, which are retried with the workqueue's
+// backoff.
+func splitErrors(err error) ([]*stopError, error) {
+	if err == nil {
+		return nil, nil
+	}
+	all := []error{err}
+	if joined, ok := err.(interface{ Unwrap() []error }); ok {
+		all = joined.Unwrap()
+	}
+	var stops []*stopError
+	var rest []error
+	for _, e := range all {
+		var stop *stopError
+		if errors.As(e, &stop) {
+			stops = append(stops, stop)
+		} else {
+			rest = append(rest, e)
+		}
+	}
+	return stops, errors.Join(rest...)
+}
+
+func joinMessages(stops []*stopError) string {
+	msgs := make([]string, len(stops))
+	for i, s := range stops {
+		msgs[i] = s.Error()
+	}
+	return strings.Join(msgs, "; ")
+}
+
+// Retry bounds for stopErrors.
+const (
+	minRetry = 5 * time.Second
+	maxRetry = 5 * time.Minute
+)
+
+// retryAfter is when to try again after a stopError: as long as the failure
+// has lasted (the Degraded condition's transition time, kept in status, so a
+// restarted operator backs off the same), at least minRetry and at most
+// maxRetry — 5 s, 10 s, 20 s, ... 5 min.
+func retryAfter(prev v1alpha1.KSMScaleStatus, reason string, now time.Time) time.Duration {
+	c := meta.FindStatusCondition(prev.Conditions, v1alpha1.ConditionDegraded)
+	if c == nil || c.Status != metav1.ConditionTrue || c.Reason != reason {
+		return minRetry
+	}
+	return min(max(now.Sub(c.LastTransitionTime.Time), minRetry), maxRetry)
+}
+
 func (r *KSMScaleReconciler) reconcileAll(ctx context.Context, s *scope) (ctrl.Result, error) {
 	nodes, err := r.listNodes(ctx)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
 	s.nodes = nodes
-	s.obs.nodes = int32(len(nodes))
+	s.obs.nodes, s.obs.nodesObserved = int32(len(nodes)), true
 
 	ns := &metav1.PartialObjectMetadata{}
 	ns.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Namespace"))
 	if err := r.Get(ctx, types.NamespacedName{Name: s.cfg.Namespace}, ns); err != nil {
-		if apierrors.IsNotFound(err) {
-			s.obs.namespaceMissing = true
-			return ctrl.Result{}, nil
+		if !apierrors.IsNotFound(err) {
+			return ctrl.Result{}, err
 		}
-		return ctrl.Result{}, err
+		ns.DeletionTimestamp = &metav1.Time{Time: s.now}
 	}
 	if !ns.DeletionTimestamp.IsZero() {
-		s.obs.namespaceMissing = true
-		return ctrl.Result{}, nil
+		// Whoever recreates the namespace and a ServiceAccount of that name
+		// must not inherit the binding.
+		s.obs.namespaceMissing, s.obs.workloadObserved = true, true
+		return ctrl.Result{}, r.deleteBinding(ctx, s)
+	}
+	if r.AllowedNamespaces != nil && !r.AllowedNamespaces[s.cfg.Namespace] {
+		return ctrl.Result{}, errors.Join(r.deleteBinding(ctx, s), &stopError{reason: ReasonNamespaceNotAllowed,
+			err: fmt.Errorf("spec.namespace %q is not one of the namespaces this operator may run kube-state-metrics in (flag --ksm-namespaces)", s.cfg.Namespace)})
 	}
 
+	// The phases run independently: a child that cannot be written (a
+	// quota, a webhook, a name conflict) does not stop the others, and above
+	// all not the healing of the shard pods.
 	phases := []func(context.Context, *scope) (ctrl.Result, error){
 		r.reconcileServiceAccount,
 		r.reconcileRoleBinding,
@@ -171,14 +254,15 @@ func (r *KSMScaleReconciler) reconcileAll(ctx context.Context, s *scope) (ctrl.R
 		r.reconcileWorkload,
 	}
 	var result ctrl.Result
+	var errs []error
 	for _, phase := range phases {
 		res, err := phase(ctx, s)
 		if err != nil {
-			return result, err
+			errs = append(errs, err)
 		}
 		result = earliest(result, res)
 	}
-	return result, nil
+	return result, errors.Join(errs...)
 }
 
 // earliest merges two results, keeping the sooner requeue.
@@ -266,6 +350,10 @@ func (r *KSMScaleReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Mana
 		UpdateFunc:  func(event.UpdateEvent) bool { return false },
 		GenericFunc: func(event.GenericEvent) bool { return false },
 	}
+	// A namespace being deleted is an update (its deletionTimestamp set).
+	deleting := predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+		return e.ObjectOld.GetDeletionTimestamp().IsZero() && !e.ObjectNew.GetDeletionTimestamp().IsZero()
+	}}
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("ksmscale").
 		For(&v1alpha1.KSMScale{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
@@ -274,9 +362,9 @@ func (r *KSMScaleReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Mana
 		Owns(&corev1.Service{}).
 		Owns(&policyv1.PodDisruptionBudget{}).
 		Owns(&rbacv1.ClusterRoleBinding{}).
-		Owns(&corev1.ServiceAccount{}, builder.MatchEveryOwner).
+		Owns(&corev1.ServiceAccount{}).
 		WatchesMetadata(metadataOf("Node"), handler.EnqueueRequestsFromMapFunc(r.allKSMScales), builder.WithPredicates(createDelete)).
-		WatchesMetadata(metadataOf("Namespace"), handler.EnqueueRequestsFromMapFunc(r.ksmScalesInNamespace), builder.WithPredicates(createDelete)).
+		WatchesMetadata(metadataOf("Namespace"), handler.EnqueueRequestsFromMapFunc(r.ksmScalesInNamespace), builder.WithPredicates(predicate.Or[client.Object](createDelete, deleting))).
 		WithOptions(controller.Options{MaxConcurrentReconciles: 4}).
 		Complete(r)
 }

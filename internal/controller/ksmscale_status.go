@@ -16,6 +16,12 @@ const (
 	ReasonNamespaceNotFound = "NamespaceNotFound"
 	// ReasonReconcileError: the API server refused a change the operator needs.
 	ReasonReconcileError = "ReconcileError"
+	// ReasonNameConflict: an object the operator needs to create already
+	// exists and belongs to someone else; the operator never takes it over.
+	ReasonNameConflict = "NameConflict"
+	// ReasonNamespaceNotAllowed: spec.namespace is not on the operator's
+	// allow-list (--ksm-namespaces); nothing is created there.
+	ReasonNamespaceNotAllowed = "NamespaceNotAllowed"
 	// ReasonPodsFailing: pods of the desired workload cannot start (image pull,
 	// crash loop, unschedulable).
 	ReasonPodsFailing = "PodsFailing"
@@ -43,9 +49,13 @@ const (
 // observation is what one pass saw and decided; status is computed from it
 // alone (and from the previous status, to keep transition times).
 type observation struct {
-	generation       int64
-	nodes            int32
-	namespaceMissing bool
+	generation int64
+	// nodesObserved and workloadObserved say how far the pass got: a pass
+	// that stopped before reading the nodes or the workload leaves what it
+	// did not see as the previous status had it.
+	nodesObserved, workloadObserved bool
+	nodes                           int32
+	namespaceMissing                bool
 	// errReason/errMessage describe an error that stops progress.
 	errReason, errMessage string
 	// trouble is a pod problem that needs a person (image pull, crash loop).
@@ -72,8 +82,19 @@ type observation struct {
 // lastUpdated is stamped by the caller only when something else changed.
 func computeStatus(prev v1alpha1.KSMScaleStatus, o observation, now metav1.Time) v1alpha1.KSMScaleStatus {
 	st := *prev.DeepCopy()
+	if o.nodesObserved {
+		st.NodeCount = o.nodes
+	}
+	degraded, degReason, degMsg := degradation(o)
+	if !o.workloadObserved {
+		// The pass stopped before it saw the workload: keep the previous
+		// observation (shards, replicas, the damping memory in
+		// shardingStatus, observedGeneration) and say what failed.
+		st.Phase = v1alpha1.PhaseDegraded
+		setCondition(&st, v1alpha1.ConditionDegraded, degraded, degReason, degMsg, o.generation, now)
+		return st
+	}
 	st.ObservedGeneration = o.generation
-	st.NodeCount = o.nodes
 
 	if o.sharded {
 		st.Mode = v1alpha1.ModeSharded
@@ -89,7 +110,6 @@ func computeStatus(prev v1alpha1.KSMScaleStatus, o observation, now metav1.Time)
 
 	available, availReason, availMsg := availability(o, st)
 	progressing, progReason, progMsg := progress(o, st)
-	degraded, degReason, degMsg := degradation(o)
 
 	switch {
 	case degraded:

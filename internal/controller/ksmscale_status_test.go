@@ -45,7 +45,7 @@ func sharded(gen int64, total int32, ready []bool, plan ksm.Plan) observation {
 		names[i] = "pod-" + string(rune('0'+i))
 	}
 	return observation{
-		generation: gen, nodes: 12, sharded: true, total: total,
+		nodesObserved: true, workloadObserved: true, generation: gen, nodes: 12, sharded: true, total: total,
 		shardCount: ksm.ShardCountDecision{Total: total, Source: ksm.SourceShardCount, Message: "spec.sharding.shardCount is set"},
 		shardReady: ready, shardPod: names, plan: plan,
 	}
@@ -200,7 +200,7 @@ func TestComputeStatus(t *testing.T) {
 		},
 		{
 			name: "namespace missing",
-			obs:  observation{generation: 1, nodes: 3, namespaceMissing: true, replicas: 1},
+			obs:  observation{nodesObserved: true, workloadObserved: true, generation: 1, nodes: 3, namespaceMissing: true, replicas: 1},
 			want: v1alpha1.KSMScaleStatus{
 				ObservedGeneration: 1, Mode: v1alpha1.ModeUnsharded, DesiredReplicas: 1, NodeCount: 3,
 				Phase:      v1alpha1.PhaseDegraded,
@@ -210,7 +210,7 @@ func TestComputeStatus(t *testing.T) {
 		{
 			name: "unsharded, converged; the old sharding status goes",
 			prev: previouslySharded,
-			obs:  observation{generation: 7, nodes: 40, replicas: 2, readyReplicas: 2, deploymentConverged: true},
+			obs:  observation{nodesObserved: true, workloadObserved: true, generation: 7, nodes: 40, replicas: 2, readyReplicas: 2, deploymentConverged: true},
 			want: v1alpha1.KSMScaleStatus{
 				ObservedGeneration: 7, Mode: v1alpha1.ModeUnsharded, CurrentReplicas: 2, DesiredReplicas: 2, NodeCount: 40,
 				Phase:      v1alpha1.PhaseReady,
@@ -219,7 +219,7 @@ func TestComputeStatus(t *testing.T) {
 		},
 		{
 			name: "unsharded, scaling up with some Ready",
-			obs:  observation{generation: 7, nodes: 80, replicas: 3, readyReplicas: 1},
+			obs:  observation{nodesObserved: true, workloadObserved: true, generation: 7, nodes: 80, replicas: 3, readyReplicas: 1},
 			want: v1alpha1.KSMScaleStatus{
 				ObservedGeneration: 7, Mode: v1alpha1.ModeUnsharded, CurrentReplicas: 1, DesiredReplicas: 3, NodeCount: 80,
 				Phase:      v1alpha1.PhaseScaling,
@@ -228,7 +228,7 @@ func TestComputeStatus(t *testing.T) {
 		},
 		{
 			name: "unsharded, nothing Ready",
-			obs:  observation{generation: 1, nodes: 1, replicas: 1},
+			obs:  observation{nodesObserved: true, workloadObserved: true, generation: 1, nodes: 1, replicas: 1},
 			want: v1alpha1.KSMScaleStatus{
 				ObservedGeneration: 1, Mode: v1alpha1.ModeUnsharded, CurrentReplicas: 0, DesiredReplicas: 1, NodeCount: 1,
 				Phase:      v1alpha1.PhaseScaling,
@@ -238,7 +238,7 @@ func TestComputeStatus(t *testing.T) {
 		{
 			name: "switching sharding off: the shards serve while the Deployment comes up",
 			prev: previouslySharded,
-			obs:  observation{generation: 8, nodes: 40, replicas: 2, shardPodsPresent: true, plan: ksm.Plan{OtherGroups: 1, AnyGroupComplete: true}},
+			obs:  observation{nodesObserved: true, workloadObserved: true, generation: 8, nodes: 40, replicas: 2, shardPodsPresent: true, plan: ksm.Plan{OtherGroups: 1, AnyGroupComplete: true}},
 			want: v1alpha1.KSMScaleStatus{
 				ObservedGeneration: 8, Mode: v1alpha1.ModeUnsharded, DesiredReplicas: 2, NodeCount: 40,
 				Phase:      v1alpha1.PhaseResharding,
@@ -247,7 +247,7 @@ func TestComputeStatus(t *testing.T) {
 		},
 		{
 			name: "switching sharding off: Deployment Ready, shards not yet gone",
-			obs:  observation{generation: 8, nodes: 40, replicas: 2, readyReplicas: 2, deploymentConverged: true, shardPodsPresent: true, plan: ksm.Plan{OtherGroups: 1, AnyGroupComplete: true}},
+			obs:  observation{nodesObserved: true, workloadObserved: true, generation: 8, nodes: 40, replicas: 2, readyReplicas: 2, deploymentConverged: true, shardPodsPresent: true, plan: ksm.Plan{OtherGroups: 1, AnyGroupComplete: true}},
 			want: v1alpha1.KSMScaleStatus{
 				ObservedGeneration: 8, Mode: v1alpha1.ModeUnsharded, CurrentReplicas: 2, DesiredReplicas: 2, NodeCount: 40,
 				Phase:      v1alpha1.PhaseResharding,
@@ -394,5 +394,74 @@ func TestComputeStatusShardHealth(t *testing.T) {
 	later := computeStatus(got, o, metav1.NewTime(t2.Add(time.Hour)))
 	if diff := cmp.Diff(want, later.ShardingStatus.ShardHealth); diff != "" {
 		t.Errorf("shardHealth an hour later (-want +got):\n%s", diff)
+	}
+}
+
+// A pass that stopped before it saw the workload (a failed list, an error in
+// an earlier phase of an older version) must not turn its blank observation
+// into status: no 0 shards, no "all 0 shards Ready", and the damping memory
+// (recommendedShards/recommendedSince) stays.
+func TestComputeStatusKeepsWhatWasNotObserved(t *testing.T) {
+	converged := ksm.Plan{TargetComplete: true, TargetSettled: true, Converged: true, AnyGroupComplete: true}
+	o := sharded(4, 3, []bool{true, true, true}, converged)
+	o.shardCount.Recommended, o.shardCount.Since = 5, t0.Time
+	prev := computeStatus(v1alpha1.KSMScaleStatus{}, o, t1)
+
+	for name, stopped := range map[string]observation{
+		"stopped before the nodes": {generation: 5, sharded: true, errReason: ReasonReconcileError, errMessage: "list nodes: forbidden"},
+		"stopped before the pods":  {generation: 5, sharded: true, nodesObserved: true, nodes: 12, total: 3, errReason: ReasonNameConflict, errMessage: "Service exists"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			got := computeStatus(prev, stopped, t2)
+			if diff := cmp.Diff(prev.ShardingStatus, got.ShardingStatus); diff != "" {
+				t.Errorf("shardingStatus changed (-prev +got):\n%s", diff)
+			}
+			if got.ObservedGeneration != 4 || got.CurrentReplicas != 3 || got.DesiredReplicas != 3 || got.NodeCount != 12 || got.Mode != v1alpha1.ModeSharded {
+				t.Errorf("status %+v, want the previous observation of generation 4", got)
+			}
+			for _, typ := range []string{v1alpha1.ConditionAvailable, v1alpha1.ConditionProgressing} {
+				if diff := cmp.Diff(findCond(prev, typ), findCond(got, typ)); diff != "" {
+					t.Errorf("%s changed (-prev +got):\n%s", typ, diff)
+				}
+			}
+			if d := findCond(got, v1alpha1.ConditionDegraded); d.Status != metav1.ConditionTrue || d.Reason != stopped.errReason || d.Message != stopped.errMessage {
+				t.Errorf("Degraded %+v, want True %s", d, stopped.errReason)
+			}
+			if got.Phase != v1alpha1.PhaseDegraded {
+				t.Errorf("phase %s, want Degraded", got.Phase)
+			}
+		})
+	}
+}
+
+func findCond(st v1alpha1.KSMScaleStatus, typ string) metav1.Condition {
+	for _, c := range st.Conditions {
+		if c.Type == typ {
+			return c
+		}
+	}
+	return metav1.Condition{}
+}
+
+func TestRetryAfterBacksOffExponentially(t *testing.T) {
+	degradedSince := func(reason string, since time.Time) v1alpha1.KSMScaleStatus {
+		return v1alpha1.KSMScaleStatus{Conditions: []metav1.Condition{{
+			Type: v1alpha1.ConditionDegraded, Status: metav1.ConditionTrue, Reason: reason, LastTransitionTime: metav1.NewTime(since)}}}
+	}
+	now := t1.Time
+	for _, tc := range []struct {
+		name string
+		prev v1alpha1.KSMScaleStatus
+		want time.Duration
+	}{
+		{"first failure", v1alpha1.KSMScaleStatus{}, minRetry},
+		{"failing 1s", degradedSince(ReasonNameConflict, now.Add(-time.Second)), minRetry},
+		{"failing 40s", degradedSince(ReasonNameConflict, now.Add(-40*time.Second)), 40 * time.Second},
+		{"failing an hour", degradedSince(ReasonNameConflict, now.Add(-time.Hour)), maxRetry},
+		{"another failure before", degradedSince(ReasonPodsFailing, now.Add(-time.Hour)), minRetry},
+	} {
+		if got := retryAfter(tc.prev, ReasonNameConflict, now); got != tc.want {
+			t.Errorf("%s: retryAfter = %s, want %s", tc.name, got, tc.want)
+		}
 	}
 }

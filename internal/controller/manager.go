@@ -20,13 +20,14 @@ import (
 // shard pods and the Deployment's pods, which all carry the managed-by label.
 // Nodes and Namespaces are watched as metadata only (see SetupWithManager) and
 // cached as their identity alone (see IdentityOnly), and no cached object
-// keeps its managedFields, which the operator never reads and which are often
-// the larger part of an object's metadata.
+// keeps its managedFields, which are often the larger part of an object's
+// metadata, except a pod's entries written by someone else (keepForeignWrites),
+// which tell the operator that a shard pod was edited.
 func CacheOptions() cache.Options {
 	managed := cache.ByObject{Label: ksm.ManagedSelector()}
 	identity := cache.ByObject{Transform: IdentityOnly}
 	return cache.Options{DefaultTransform: cache.TransformStripManagedFields(), ByObject: map[client.Object]cache.ByObject{
-		&corev1.Pod{}:                   managed,
+		&corev1.Pod{}:                   {Label: ksm.ManagedSelector(), Transform: keepForeignWrites},
 		&appsv1.Deployment{}:            managed,
 		&corev1.Service{}:               managed,
 		&corev1.ServiceAccount{}:        managed,
@@ -66,14 +67,38 @@ func IdentityOnly(in any) (any, error) {
 	return m, nil
 }
 
+// Option changes how Setup builds the reconciler.
+type Option func(*KSMScaleReconciler)
+
+// WrapClient wraps the reconciler's client; the tests inject API errors
+// with controller-runtime's interceptor this way.
+func WrapClient(wrap func(client.Client) client.Client) Option {
+	return func(r *KSMScaleReconciler) { r.Client = wrap(r.Client) }
+}
+
+// AllowNamespaces limits the namespaces kube-state-metrics may run in; a
+// KSMScale naming another one is refused with the condition reason
+// NamespaceNotAllowed. Without this option every namespace is allowed.
+func AllowNamespaces(names ...string) Option {
+	return func(r *KSMScaleReconciler) {
+		r.AllowedNamespaces = map[string]bool{}
+		for _, n := range names {
+			r.AllowedNamespaces[n] = true
+		}
+	}
+}
+
 // Setup wires the KSMScale controller into a manager built with
 // CacheOptions; cmd/main.go and the test suites share it.
-func Setup(ctx context.Context, mgr ctrl.Manager, ksmClusterRole string) error {
+func Setup(ctx context.Context, mgr ctrl.Manager, ksmClusterRole string, opts ...Option) error {
 	r := &KSMScaleReconciler{
-		Client:         mgr.GetClient(),
+		Client:         client.WithFieldOwner(mgr.GetClient(), FieldOwner),
 		APIReader:      mgr.GetAPIReader(),
 		Recorder:       mgr.GetEventRecorder("ksm-scale-operator"),
 		KSMClusterRole: ksmClusterRole,
+	}
+	for _, o := range opts {
+		o(r)
 	}
 	return r.SetupWithManager(ctx, mgr)
 }

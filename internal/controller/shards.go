@@ -70,6 +70,7 @@ func (r *KSMScaleReconciler) reconcileSharded(ctx context.Context, s *scope) (ct
 		if err := r.deleteOwned(ctx, s, &appsv1.Deployment{}, dep.Name); err != nil {
 			return res, err
 		}
+		r.written.forget(dep.UID)
 		r.event(s, corev1.EventTypeNormal, EventModeSwitched, "SwitchMode",
 			"all %d shards have settled; deleted the unsharded Deployment %s", dec.Total, dep.Name)
 		s.obs.deploymentPresent, s.obs.deploymentReady = false, false
@@ -127,7 +128,7 @@ func (r *KSMScaleReconciler) reconcileShardPods(ctx context.Context, s *scope, t
 			// Deleted by an earlier pass; the cache is behind.
 			p.DeletionTimestamp = &metav1.Time{Time: s.now}
 		}
-		o := observePod(p, s.cfg, total, rev)
+		o := observePod(p, s.cfg.Name, total, rev)
 		if o.Active && p.Spec.NodeName != "" && !s.nodes[p.Spec.NodeName] {
 			// Its node is gone: nothing runs this pod any more, whatever
 			// its last status says, and pod garbage collection may take a
@@ -148,6 +149,8 @@ func (r *KSMScaleReconciler) reconcileShardPods(ctx context.Context, s *scope, t
 	})
 	s.obs.plan = plan
 	s.obs.shardReady, s.obs.shardPod = shardReadiness(observed, total, rev)
+	// Everything status reports has been read; what follows only acts.
+	s.obs.workloadObserved = true
 
 	targetEmpty := !slices.ContainsFunc(observed, func(p ksm.ObservedPod) bool { return p.Active && p.Total == total })
 	if total > 0 && targetEmpty && len(plan.Create) > 0 && (plan.OtherGroups > 0 || s.obs.deploymentPresent) {
@@ -235,11 +238,20 @@ func (r *KSMScaleReconciler) createShardPod(ctx context.Context, s *scope, shard
 	return nil
 }
 
-// observePod reads a pod into the form the replacement rules use. A pod of
-// the target revision that no longer matches what the operator would build
-// (someone edited its image, arguments or labels) loses its revision, so it
-// is replaced like an outdated pod: a new one first, the edited one after.
-func observePod(p *corev1.Pod, c ksm.Config, total int32, rev string) ksm.ObservedPod {
+// observePod reads a pod into the form the replacement rules use.
+//
+// A pod is identified by the revision label the operator stamped on it,
+// never by comparing its spec with the builder's: admission may inject
+// sidecars, rewrite images to a mirror or pin digests, and a pod that looks
+// different for that reason is still exactly the pod the operator asked for.
+// A later edit by someone else is told apart by what admission at creation
+// cannot cause (see specWrittenByOthers): a spec field written through the
+// pod itself by another field manager (an image set with kubectl), or the
+// operator's own labels changed. Subresource writes (status, in-place resize,
+// ephemeral debug containers) are not edits of what the operator built. An
+// edited pod loses its revision and is replaced like an outdated pod: a new
+// one first, the edited one after.
+func observePod(p *corev1.Pod, name string, total int32, rev string) ksm.ObservedPod {
 	o := ksm.ObservedPod{
 		Name:     p.Name,
 		Shard:    -1,
@@ -272,19 +284,17 @@ func observePod(p *corev1.Pod, c ksm.Config, total int32, rev string) ksm.Observ
 		return o
 	}
 	o.Shard, o.Total = shardArgs(p.Spec.Containers[i].Args)
-	if o.Revision == rev && rev != "" && !matchesBuilt(p, ksm.BuildShardPod(c, o.Shard, o.Total)) {
+	if o.Revision == rev && rev != "" && editedAfterCreation(p, name, o.Shard, o.Total) {
 		o.Revision = ""
 	}
 	return o
 }
 
-// matchesBuilt compares the fields of a pod that someone could have edited
-// after creation (image, arguments, labels) with the pod the operator builds.
-func matchesBuilt(have, want *corev1.Pod) bool {
-	if want.Labels[ksm.LabelRevision] != have.Labels[ksm.LabelRevision] || !labelsInclude(have.Labels, want.Labels) {
-		return false
-	}
-	return sameContainers(want.Spec.Containers, have.Spec.Containers)
+// editedAfterCreation reports whether someone changed the pod after the API
+// server admitted it: its spec, or the labels the operator stamped, which the
+// Service, the PodDisruptionBudget and users' queries select on.
+func editedAfterCreation(p *corev1.Pod, name string, shard, total int32) bool {
+	return specWrittenByOthers(p) || !labelsInclude(p.Labels, ksm.ShardLabels(name, shard, total))
 }
 
 // shardArgs returns the --shard and --total-shards a container runs with;

@@ -11,6 +11,12 @@ import (
 	"github.com/ksmscale/ksm-scale-operator/internal/ksm"
 )
 
+// written is a managedFields entry of one write.
+func written(manager, subresource, fields string) metav1.ManagedFieldsEntry {
+	return metav1.ManagedFieldsEntry{Manager: manager, Operation: metav1.ManagedFieldsOperationUpdate,
+		Subresource: subresource, FieldsType: "FieldsV1", FieldsV1: &metav1.FieldsV1{Raw: []byte(fields)}}
+}
+
 func TestObservePod(t *testing.T) {
 	k := &v1alpha1.KSMScale{ObjectMeta: metav1.ObjectMeta{Name: "obs"}}
 	cfg := ksm.Resolve(k)
@@ -49,8 +55,21 @@ func TestObservePod(t *testing.T) {
 			ksm.ObservedPod{Shard: 1, Total: 3, Revision: rev, Terminal: true, Ready: true, ReadySince: since.Time}},
 		{"being deleted", build(func(p *corev1.Pod) { p.DeletionTimestamp = &since }),
 			ksm.ObservedPod{Shard: 1, Total: 3, Revision: rev, Ready: true, ReadySince: since.Time}},
-		{"image edited by someone else loses its revision", build(func(p *corev1.Pod) { p.Spec.Containers[0].Image = "x:1" }),
-			ksm.ObservedPod{Shard: 1, Total: 3, Active: true, Ready: true, ReadySince: since.Time}},
+		{"image set with kubectl loses its revision", build(func(p *corev1.Pod) {
+			p.ManagedFields = append(p.ManagedFields, written("kubectl-set", "", `{"f:spec":{"f:containers":{"k:{\"name\":\"kube-state-metrics\"}":{"f:image":{}}}}}`))
+		}), ksm.ObservedPod{Shard: 1, Total: 3, Active: true, Ready: true, ReadySince: since.Time}},
+		{"sidecar injected and image rewritten at admission keeps its revision", build(func(p *corev1.Pod) {
+			p.Spec.Containers[0].Image = "mirror.example.com/kube-state-metrics@sha256:0123"
+			p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: "istio-proxy", Image: "istio/proxyv2:1"})
+			p.ManagedFields = append(p.ManagedFields, written(FieldOwner, "", `{"f:spec":{"f:containers":{}}}`))
+		}), ksm.ObservedPod{Shard: 1, Total: 3, Revision: rev, Active: true, Ready: true, ReadySince: since.Time}},
+		{"resized in place and debugged through subresources keeps its revision", build(func(p *corev1.Pod) {
+			p.ManagedFields = append(p.ManagedFields,
+				written("vpa-updater", "resize", `{"f:spec":{"f:containers":{}}}`),
+				written("kubectl-debug", "ephemeralcontainers", `{"f:spec":{"f:ephemeralContainers":{}}}`),
+				written("kubelet", "status", `{"f:status":{}}`),
+				written("team-labeller", "", `{"f:metadata":{"f:labels":{"f:team":{}}}}`))
+		}), ksm.ObservedPod{Shard: 1, Total: 3, Revision: rev, Active: true, Ready: true, ReadySince: since.Time}},
 		{"shard label edited loses its revision", build(func(p *corev1.Pod) { p.Labels[ksm.LabelShardID] = "2" }),
 			ksm.ObservedPod{Shard: 1, Total: 3, Active: true, Ready: true, ReadySince: since.Time}},
 		{"arguments edited: no shard, no revision", build(func(p *corev1.Pod) { p.Spec.Containers[0].Args = []string{"--port=8080"} }),
@@ -58,7 +77,7 @@ func TestObservePod(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			got := observePod(tc.pod, cfg, 3, rev)
+			got := observePod(tc.pod, cfg.Name, 3, rev)
 			tc.want.Name = tc.pod.Name
 			if got != tc.want {
 				t.Errorf("observePod =\n %+v\nwant\n %+v", got, tc.want)

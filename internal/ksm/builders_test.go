@@ -115,7 +115,7 @@ func TestGolden(t *testing.T) {
 		{name: "service", obj: BuildService(shardedExample())},
 		{name: "pdb", obj: BuildPDB(shardedExample(), 2)},
 		{name: "deployment", obj: BuildDeployment(unshardedExample(), 3)},
-		{name: "serviceaccount", obj: BuildServiceAccount("monitoring")},
+		{name: "serviceaccount", obj: BuildServiceAccount(shardedExample())},
 		{name: "clusterrolebinding", obj: BuildClusterRoleBinding(shardedExample(), exampleRole)},
 	}
 	for _, tc := range tests {
@@ -170,7 +170,7 @@ func TestBuildShardPod(t *testing.T) {
 	if diff := cmp.Diff(exampleResources(), ctr.Resources); diff != "" {
 		t.Errorf("resources (-want +got):\n%s", diff)
 	}
-	if pod.Spec.ServiceAccountName != "kube-state-metrics" {
+	if pod.Spec.ServiceAccountName != "kube-state-metrics-production-ksm-sharded" {
 		t.Errorf("serviceAccountName %q", pod.Spec.ServiceAccountName)
 	}
 
@@ -423,12 +423,12 @@ func TestBuildDeployment(t *testing.T) {
 }
 
 func TestBuildServiceAccountAndBinding(t *testing.T) {
-	sa := BuildServiceAccount("monitoring")
-	if sa.Name != "kube-state-metrics" || sa.Namespace != "monitoring" {
-		t.Errorf("service account %s/%s", sa.Namespace, sa.Name)
+	sa := BuildServiceAccount(shardedExample())
+	if sa.Name != "kube-state-metrics-production-ksm-sharded" || sa.Namespace != "monitoring" {
+		t.Errorf("service account %s/%s, want one of its own per KSMScale", sa.Namespace, sa.Name)
 	}
-	if _, ok := sa.Labels[LabelInstance]; ok {
-		t.Errorf("shared service account carries an instance label: %v", sa.Labels)
+	if sa.Labels[LabelInstance] != "production-ksm-sharded" || sa.Labels[LabelManagedBy] != ManagedBy {
+		t.Errorf("service account labels %v", sa.Labels)
 	}
 	crb := BuildClusterRoleBinding(shardedExample(), exampleRole)
 	if crb.Name != "kube-state-metrics-production-ksm-sharded" || crb.Namespace != "" {
@@ -438,7 +438,7 @@ func TestBuildServiceAccountAndBinding(t *testing.T) {
 	if crb.RoleRef != wantRef {
 		t.Errorf("roleRef %+v, want %+v", crb.RoleRef, wantRef)
 	}
-	wantSubj := []rbacv1.Subject{{Kind: "ServiceAccount", Name: "kube-state-metrics", Namespace: "monitoring"}}
+	wantSubj := []rbacv1.Subject{{Kind: "ServiceAccount", Name: "kube-state-metrics-production-ksm-sharded", Namespace: "monitoring"}}
 	if diff := cmp.Diff(wantSubj, crb.Subjects); diff != "" {
 		t.Errorf("subjects (-want +got):\n%s", diff)
 	}

@@ -95,9 +95,13 @@ func PDBName(name string) string { return fmt.Sprintf("kube-state-metrics-%s-pdb
 // ServiceAccount, so deleting one never takes the other's permissions away.
 func ClusterRoleBindingName(name string) string { return "kube-state-metrics-" + name }
 
-// ServiceAccountName is the ServiceAccount kube-state-metrics runs as, one per
-// target namespace, as the plan's pod sketch names it.
-const ServiceAccountName = "kube-state-metrics"
+// ServiceAccountName is the ServiceAccount kube-state-metrics runs as: one per
+// KSMScale, created and owned by it. Never the namespace's plain
+// "kube-state-metrics": that name is often taken (kube-prometheus ships
+// monitoring/kube-state-metrics, the KSM chart creates one and deletes it on
+// uninstall), and binding an account the operator did not create would hand
+// cluster-wide read access to whoever controls it.
+func ServiceAccountName(name string) string { return "kube-state-metrics-" + name }
 
 func orDefault(v, def string) string {
 	if v == "" {

@@ -10,10 +10,11 @@ import (
 
 // BuildDeployment is the unsharded kube-state-metrics workload: `replicas`
 // identical instances, each exporting every object. Its rolling update never
-// takes a Ready replica away before its successor is Ready.
+// takes a Ready replica away before its successor is Ready. It carries the
+// hash of its spec (AnnotationSpecHash), by which the operator recognises it.
 func BuildDeployment(c Config, replicas int32) *appsv1.Deployment {
 	podLabels := merge(CommonLabels(c.Name), UnshardedSelector(c.Name))
-	return &appsv1.Deployment{
+	d := &appsv1.Deployment{
 		TypeMeta: metav1.TypeMeta{APIVersion: "apps/v1", Kind: "Deployment"},
 		ObjectMeta: metav1.ObjectMeta{
 			Name:      DeploymentName(c.Name),
@@ -37,4 +38,6 @@ func BuildDeployment(c Config, replicas int32) *appsv1.Deployment {
 			},
 		},
 	}
+	d.Annotations = map[string]string{AnnotationSpecHash: hashOf(d.Spec)}
+	return d
 }

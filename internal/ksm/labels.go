@@ -20,6 +20,10 @@ const (
 	// LabelRevision is the hash of everything that shapes a shard pod.
 	LabelRevision = "ksmscale.example.com/revision"
 
+	// AnnotationSpecHash on the unsharded Deployment is the hash of the spec
+	// the operator built, whatever admission made of it.
+	AnnotationSpecHash = "ksmscale.example.com/spec-hash"
+
 	// ManagedBy is the value of LabelManagedBy on every object the operator
 	// creates; its informers are scoped to it, so the Pod cache holds only
 	// this operator's pods.

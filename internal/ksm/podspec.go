@@ -46,7 +46,7 @@ func ShardArgs(c Config, shard, total int32) []string {
 // settings of the KSM project's own manifests.
 func podSpec(c Config, args []string, affinity *corev1.Affinity) corev1.PodSpec {
 	return corev1.PodSpec{
-		ServiceAccountName:           ServiceAccountName,
+		ServiceAccountName:           ServiceAccountName(c.Name),
 		AutomountServiceAccountToken: ptr.To(true),
 		NodeSelector:                 c.NodeSelector,
 		Tolerations:                  c.Tolerations,

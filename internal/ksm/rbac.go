@@ -7,15 +7,14 @@ import (
 )
 
 // BuildServiceAccount is the identity kube-state-metrics runs as in the
-// target namespace. It is shared by every KSMScale of that namespace, so it
-// carries no instance labels.
-func BuildServiceAccount(namespace string) *corev1.ServiceAccount {
+// target namespace, one per KSMScale.
+func BuildServiceAccount(c Config) *corev1.ServiceAccount {
 	return &corev1.ServiceAccount{
 		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "ServiceAccount"},
 		ObjectMeta: metav1.ObjectMeta{
-			Name:      ServiceAccountName,
-			Namespace: namespace,
-			Labels:    map[string]string{LabelName: appName, LabelManagedBy: ManagedBy},
+			Name:      ServiceAccountName(c.Name),
+			Namespace: c.Namespace,
+			Labels:    CommonLabels(c.Name),
 		},
 	}
 }
@@ -31,7 +30,7 @@ func BuildClusterRoleBinding(c Config, clusterRole string) *rbacv1.ClusterRoleBi
 		},
 		RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: clusterRole},
 		Subjects: []rbacv1.Subject{{
-			Kind: rbacv1.ServiceAccountKind, Name: ServiceAccountName, Namespace: c.Namespace,
+			Kind: rbacv1.ServiceAccountKind, Name: ServiceAccountName(c.Name), Namespace: c.Namespace,
 		}},
 	}
 }

@@ -21,11 +21,15 @@ const revisionLength = 10
 // from a stale cache can never create a second pod for a shard, its create
 // meets AlreadyExists.
 func Revision(c Config, total int32) string {
-	tmpl := shardPodTemplate(c, -1, total)
-	b, err := json.Marshal(tmpl)
+	return hashOf(shardPodTemplate(c, -1, total))
+}
+
+// hashOf is the short hash of an API object's JSON form.
+func hashOf(v any) string {
+	b, err := json.Marshal(v)
 	if err != nil {
-		// A PodTemplateSpec always marshals; failing here is a programming error.
-		panic(fmt.Sprintf("marshal shard pod template: %v", err))
+		// API types always marshal; failing here is a programming error.
+		panic(fmt.Sprintf("marshal %T: %v", v, err))
 	}
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:])[:revisionLength]

@@ -186,6 +186,7 @@ func startOperator(t, owner *testing.T, name string) *operator {
 	p, err := proc.Start(name, managerBin, []string{
 		"--kubeconfig", operatorKubeconfig,
 		"--leader-elect", "--leader-election-namespace", operatorNamespace,
+		"--ksm-namespaces=monitoring,faults",
 		fmt.Sprintf("--metrics-bind-address=127.0.0.1:%d", mport),
 		fmt.Sprintf("--health-probe-bind-address=127.0.0.1:%d", pport),
 	}, log)

@@ -158,6 +158,14 @@ func operatorIdentity(ctx context.Context, cfg *rest.Config, root string) (*rest
 	return op, nil
 }
 
+// testNamespaces are the namespaces the suite's operator may run
+// kube-state-metrics in (cmd/main.go's --ksm-namespaces); a test using
+// another one sees its KSMScale refused with NamespaceNotAllowed.
+var testNamespaces = []string{
+	"monitoring", "unsharded", "created-later", "shared-ns", "auto-shards", "cache-pods",
+	"metrics-scrapers", "mesh", "partial", "doomed",
+}
+
 // startManager runs the operator in-process the way cmd/main.go wires it.
 func startManager(ctx context.Context, cfg *rest.Config) error {
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
@@ -168,7 +176,8 @@ func startManager(ctx context.Context, cfg *rest.Config) error {
 	if err != nil {
 		return err
 	}
-	if err := controller.Setup(ctx, mgr, controller.DefaultKSMClusterRole); err != nil {
+	if err := controller.Setup(ctx, mgr, controller.DefaultKSMClusterRole, controller.WrapClient(faults.wrap),
+		controller.AllowNamespaces(testNamespaces...)); err != nil {
 		return err
 	}
 	operatorCache = mgr.GetCache()

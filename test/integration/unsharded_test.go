@@ -108,20 +108,20 @@ func TestUnshardedFollowsNodeCount(t *testing.T) {
 	if ps := d.Spec.Template.Spec.SecurityContext; ps == nil || !*ps.RunAsNonRoot || ps.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
 		t.Errorf("pod securityContext not restricted: %+v", ps)
 	}
-	if d.Spec.Template.Spec.ServiceAccountName != "kube-state-metrics" {
+	if d.Spec.Template.Spec.ServiceAccountName != "kube-state-metrics-"+name {
 		t.Errorf("service account %q", d.Spec.Template.Spec.ServiceAccountName)
 	}
 
 	sa := &corev1.ServiceAccount{}
 	eventually(t, 30*time.Second, "ServiceAccount", func() error {
-		return k8s.Get(testCtx, client.ObjectKey{Namespace: ns, Name: "kube-state-metrics"}, sa)
+		return k8s.Get(testCtx, client.ObjectKey{Namespace: ns, Name: "kube-state-metrics-" + name}, sa)
 	})
 	crb := &rbacv1.ClusterRoleBinding{}
 	eventually(t, 30*time.Second, "ClusterRoleBinding", func() error {
 		return k8s.Get(testCtx, client.ObjectKey{Name: "kube-state-metrics-" + name}, crb)
 	})
 	if crb.RoleRef.Name != controller.DefaultKSMClusterRole || len(crb.Subjects) != 1 ||
-		crb.Subjects[0].Name != "kube-state-metrics" || crb.Subjects[0].Namespace != ns {
+		crb.Subjects[0].Name != "kube-state-metrics-"+name || crb.Subjects[0].Namespace != ns {
 		t.Errorf("binding %+v", crb)
 	}
 	if !metav1.IsControlledBy(crb, k) {
@@ -216,14 +216,14 @@ func TestUnshardedFollowsNodeCount(t *testing.T) {
 	})
 
 	t.Run("a deleted ServiceAccount and binding are restored", func(t *testing.T) {
-		if err := k8s.Delete(testCtx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "kube-state-metrics"}}); err != nil {
+		if err := k8s.Delete(testCtx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "kube-state-metrics-" + name}}); err != nil {
 			t.Fatal(err)
 		}
 		if err := k8s.Delete(testCtx, &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "kube-state-metrics-" + name}}); err != nil {
 			t.Fatal(err)
 		}
 		eventually(t, 30*time.Second, "restored", func() error {
-			if err := k8s.Get(testCtx, client.ObjectKey{Namespace: ns, Name: "kube-state-metrics"}, &corev1.ServiceAccount{}); err != nil {
+			if err := k8s.Get(testCtx, client.ObjectKey{Namespace: ns, Name: "kube-state-metrics-" + name}, &corev1.ServiceAccount{}); err != nil {
 				return err
 			}
 			return k8s.Get(testCtx, client.ObjectKey{Name: "kube-state-metrics-" + name}, &rbacv1.ClusterRoleBinding{})

@@ -234,7 +234,7 @@ func TestOnLocalCluster(t *testing.T) {
 			for _, o := range []client.Object{
 				&corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "kube-state-metrics-" + name}},
 				&policyv1.PodDisruptionBudget{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "kube-state-metrics-" + name + "-pdb"}},
-				&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "kube-state-metrics"}},
+				&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "kube-state-metrics-" + name}},
 				&rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "kube-state-metrics-" + name}},
 				&v1alpha1.KSMScale{ObjectMeta: metav1.ObjectMeta{Name: name}},
 			} {
