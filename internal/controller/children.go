@@ -107,7 +107,7 @@ func (r *KSMScaleReconciler) reconcileRoleBinding(ctx context.Context, s *scope)
 		// binding as it is, neither granting nor taking away.
 		return ctrl.Result{}, nil
 	}
-	want := ksm.BuildClusterRoleBinding(s.cfg, r.KSMClusterRole)
+	want := ksm.BuildClusterRoleBinding(s.cfg, r.KSMClusterRole, r.allowed(s.previousNamespaces)...)
 	have := &rbacv1.ClusterRoleBinding{}
 	if err := r.Get(ctx, client.ObjectKeyFromObject(want), have); err == nil &&
 		metav1.IsControlledBy(have, s.ksm) && have.RoleRef != want.RoleRef {
@@ -209,22 +209,9 @@ func (r *KSMScaleReconciler) deletePDB(ctx context.Context, s *scope) error {
 // deleteOwned deletes the named object in the target namespace if this
 // KSMScale controls it.
 func (r *KSMScaleReconciler) deleteOwned(ctx context.Context, s *scope, obj client.Object, name string) error {
-	err := r.Get(ctx, client.ObjectKey{Namespace: s.cfg.Namespace, Name: name}, obj)
-	if apierrors.IsNotFound(err) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	if !metav1.IsControlledBy(obj, s.ksm) || !obj.GetDeletionTimestamp().IsZero() {
-		return nil
-	}
-	uid := obj.GetUID()
-	if err := r.Delete(ctx, obj, client.Preconditions{UID: &uid}); client.IgnoreNotFound(err) != nil {
-		return classify(err, fmt.Sprintf("delete %T %s", obj, name))
-	}
-	log.FromContext(ctx).Info("deleted", "kind", fmt.Sprintf("%T", obj), "name", name)
-	return nil
+	obj.SetNamespace(s.cfg.Namespace)
+	obj.SetName(name)
+	return r.deleteIfControlled(ctx, s, obj)
 }
 
 // troubleReasons are container waiting reasons that do not heal by waiting.

@@ -97,7 +97,7 @@ func (r *KSMScaleReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	}
 
 	s := &scope{ksm: k, cfg: ksm.Resolve(k), now: r.now()}
-	s.obs.generation = k.Generation
+	s.obs.generation, s.obs.namespace = k.Generation, s.cfg.Namespace
 	s.obs.sharded = s.cfg.Sharded
 
 	res, err := r.reconcileAll(ctx, s)
@@ -135,6 +135,9 @@ type scope struct {
 	now time.Time
 	// nodes are the names of the cluster's nodes.
 	nodes map[string]bool
+	// previousNamespaces still hold this KSMScale's objects after a change
+	// of spec.namespace.
+	previousNamespaces []string
 	// serviceAccountOwned: the pass found or made the KSMScale's own
 	// ServiceAccount; only then may the binding name it.
 	serviceAccountOwned bool
@@ -244,6 +247,12 @@ func (r *KSMScaleReconciler) reconcileAll(ctx context.Context, s *scope) (ctrl.R
 			err: fmt.Errorf("spec.namespace %q is not one of the namespaces this operator may run kube-state-metrics in (flag --ksm-namespaces)", s.cfg.Namespace)})
 	}
 
+	prev, err := r.previousNamespaces(ctx, s)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	s.previousNamespaces, s.obs.previousNamespaces = prev, prev
+
 	// The phases run independently: a child that cannot be written (a
 	// quota, a webhook, a name conflict) does not stop the others, and above
 	// all not the healing of the shard pods.
@@ -252,6 +261,9 @@ func (r *KSMScaleReconciler) reconcileAll(ctx context.Context, s *scope) (ctrl.R
 		r.reconcileRoleBinding,
 		r.reconcileService,
 		r.reconcileWorkload,
+		func(ctx context.Context, s *scope) (ctrl.Result, error) {
+			return ctrl.Result{}, r.retirePreviousNamespaces(ctx, s)
+		},
 	}
 	var result ctrl.Result
 	var errs []error
@@ -307,6 +319,7 @@ func (r *KSMScaleReconciler) reconcileUnsharded(ctx context.Context, s *scope) (
 		return ctrl.Result{}, err
 	}
 	s.obs.readyReplicas = d.Status.ReadyReplicas
+	s.obs.workloadSettled = deploymentAvailable(d, replicas)
 	s.obs.deploymentConverged = deploymentConverged(d, replicas)
 	s.obs.trouble = r.podTrouble(ctx, s, false)
 

@@ -2,6 +2,7 @@ package controller
 
 import (
 	"fmt"
+	"strings"
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -50,12 +51,18 @@ const (
 // alone (and from the previous status, to keep transition times).
 type observation struct {
 	generation int64
+	namespace  string
 	// nodesObserved and workloadObserved say how far the pass got: a pass
 	// that stopped before reading the nodes or the workload leaves what it
 	// did not see as the previous status had it.
 	nodesObserved, workloadObserved bool
 	nodes                           int32
 	namespaceMissing                bool
+	// previousNamespaces still hold a workload after spec.namespace changed.
+	previousNamespaces []string
+	// workloadSettled: the desired workload in spec.namespace has taken over
+	// (every shard settled, or the Deployment available).
+	workloadSettled bool
 	// errReason/errMessage describe an error that stops progress.
 	errReason, errMessage string
 	// trouble is a pod problem that needs a person (image pull, crash loop).
@@ -177,6 +184,8 @@ func progress(o observation, st v1alpha1.KSMScaleStatus) (bool, string, string) 
 	switch {
 	case o.namespaceMissing:
 		return false, ReasonNamespaceNotFound, "waiting for the namespace"
+	case len(o.previousNamespaces) > 0:
+		return true, ReasonResharding, fmt.Sprintf("bringing up the workload in %s beside the one in %s", o.namespace, strings.Join(o.previousNamespaces, ", "))
 	case o.sharded && (o.plan.OtherGroups > 0 || o.deploymentPresent):
 		return true, ReasonResharding, fmt.Sprintf("bringing up %d shards beside the previous workload", o.total)
 	case o.sharded && !o.plan.Converged:

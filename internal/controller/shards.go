@@ -30,6 +30,7 @@ const (
 	EventReshardingFinished = "ReshardingFinished"
 	EventModeSwitched       = "ModeSwitched"
 	EventPDBClamped         = "MinAvailableClamped"
+	EventNamespaceMoved     = "NamespaceMoved"
 )
 
 // settleSlack is added to a settle requeue so that the pass it triggers
@@ -148,6 +149,9 @@ func (r *KSMScaleReconciler) reconcileShardPods(ctx context.Context, s *scope, t
 		MaxSurge: s.cfg.MaxSurge, Now: s.now, OtherModeReady: otherModeReady,
 	})
 	s.obs.plan = plan
+	if total > 0 {
+		s.obs.workloadSettled = plan.TargetSettled
+	}
 	s.obs.shardReady, s.obs.shardPod = shardReadiness(observed, total, rev)
 	// Everything status reports has been read; what follows only acts.
 	s.obs.workloadObserved = true
@@ -225,7 +229,14 @@ func (r *KSMScaleReconciler) createShardPod(ctx context.Context, s *scope, shard
 		if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(pod), hidden); err != nil {
 			return client.IgnoreNotFound(err)
 		}
-		if !metav1.IsControlledBy(hidden, s.ksm) || hidden.Labels[ksm.LabelManagedBy] == ksm.ManagedBy {
+		if !metav1.IsControlledBy(hidden, s.ksm) {
+			// Someone else's pod holds the name: never touched, the shard
+			// gets the next free name instead.
+			r.event(s, corev1.EventTypeWarning, ReasonNameConflict, "CreatePod",
+				"pod %s/%s exists and is not this KSMScale's; shard %d uses another name", pod.Namespace, pod.Name, shard)
+			continue
+		}
+		if hidden.Labels[ksm.LabelManagedBy] == ksm.ManagedBy {
 			return nil
 		}
 		uid := hidden.UID
@@ -235,7 +246,8 @@ func (r *KSMScaleReconciler) createShardPod(ctx context.Context, s *scope, shard
 		r.podEvent(s, hidden, corev1.EventTypeNormal, EventShardDeleted, "DeletePod",
 			"deleted pod %s: its labels were changed by someone else", hidden.Name)
 	}
-	return nil
+	return &stopError{reason: ReasonNameConflict,
+		err: fmt.Errorf("no free pod name for shard %d: pods that are not this KSMScale's hold %s and its next suffixes", shard, ksm.ShardPodName(s.cfg.Name, shard, rev))}
 }
 
 // observePod reads a pod into the form the replacement rules use.

@@ -20,9 +20,12 @@ func BuildServiceAccount(c Config) *corev1.ServiceAccount {
 }
 
 // BuildClusterRoleBinding grants the ServiceAccount the read-only
-// kube-state-metrics ClusterRole shipped in config/rbac.
-func BuildClusterRoleBinding(c Config, clusterRole string) *rbacv1.ClusterRoleBinding {
-	return &rbacv1.ClusterRoleBinding{
+// kube-state-metrics ClusterRole shipped in config/rbac. While the workload
+// moves out of `previous` namespaces (spec.namespace changed), their
+// ServiceAccounts stay bound so that the old pods keep exporting until the
+// new ones have taken over.
+func BuildClusterRoleBinding(c Config, clusterRole string, previous ...string) *rbacv1.ClusterRoleBinding {
+	b := &rbacv1.ClusterRoleBinding{
 		TypeMeta: metav1.TypeMeta{APIVersion: "rbac.authorization.k8s.io/v1", Kind: "ClusterRoleBinding"},
 		ObjectMeta: metav1.ObjectMeta{
 			Name:   ClusterRoleBindingName(c.Name),
@@ -33,4 +36,8 @@ func BuildClusterRoleBinding(c Config, clusterRole string) *rbacv1.ClusterRoleBi
 			Kind: rbacv1.ServiceAccountKind, Name: ServiceAccountName(c.Name), Namespace: c.Namespace,
 		}},
 	}
+	for _, ns := range previous {
+		b.Subjects = append(b.Subjects, rbacv1.Subject{Kind: rbacv1.ServiceAccountKind, Name: ServiceAccountName(c.Name), Namespace: ns})
+	}
+	return b
 }

@@ -119,6 +119,41 @@ func TestPartialFailures(t *testing.T) {
 		}
 	})
 
+	t.Run("a foreign pod holding a shard pod's name: the shard takes the next name", func(t *testing.T) {
+		victim := shardPods(t, ns, name)[0]
+		faults.set(t, func(verb, namespace string, obj runtime.Object) error {
+			if p, ok := obj.(*corev1.Pod); ok && verb == "create" && p.Name == victim.Name {
+				return apierrors.NewServiceUnavailable("held back by the test")
+			}
+			return nil
+		})
+		if err := k8s.Delete(testCtx, &victim, client.GracePeriodSeconds(0)); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 30*time.Second, "victim gone", func() error {
+			err := k8s.Get(testCtx, client.ObjectKeyFromObject(&victim), &corev1.Pod{})
+			if apierrors.IsNotFound(err) {
+				return nil
+			}
+			return fmt.Errorf("still there: %v", err)
+		})
+		foreign := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: victim.Name},
+			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "example.com/app:1"}}}}
+		if err := k8s.Create(testCtx, foreign); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = k8s.Delete(testCtx, foreign, client.GracePeriodSeconds(0)) })
+		faults.clear()
+		touch()
+		got := waitConverged(t, ns, name, 3, nil)
+		if got[0].Name != victim.Name+"-1" {
+			t.Errorf("shard 0's pod is %s, want %s-1", got[0].Name, victim.Name)
+		}
+		if err := k8s.Get(testCtx, client.ObjectKeyFromObject(foreign), foreign); err != nil || !foreign.DeletionTimestamp.IsZero() {
+			t.Errorf("the foreign pod was touched: %v", err)
+		}
+	})
+
 	gr := func(resource string) schema.GroupResource { return schema.GroupResource{Resource: resource} }
 	for _, tc := range []struct {
 		name   string
