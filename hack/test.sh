@@ -15,6 +15,9 @@ hack/build-tools.sh controller-gen etcd kubernetes kwok kube-state-metrics
 echo "== go vet"
 go vet ./...
 go vet -tags e2e ./test/e2e/
+echo "== release build: static, -trimpath, version injected, linux/amd64 and linux/arm64"
+make -s build-static
+hack/dockerfile-build.sh
 echo "== verify"
 hack/verify.sh
 echo "== go test"
