@@ -82,6 +82,10 @@ install.yaml: ## Render config/default into dist/install.yaml for kubectl apply 
 test: ## Vet, verify generated files, run unit, integration, system and e2e tests.
 	hack/test.sh
 
+.PHONY: test-rules
+test-rules: ## promtool check rules and promtool test rules on config/prometheus (test/rules; needs promtool).
+	go test ./test/rules/ -count=1
+
 .PHONY: test-e2e
 test-e2e: ## Only the e2e suite: operator binary, 300-node local cluster, real kube-state-metrics, faults.
 	hack/build-tools.sh etcd kubernetes kwok kube-state-metrics

@@ -18,6 +18,8 @@ go vet -tags e2e ./test/e2e/
 echo "== release build: static, -trimpath, version injected, linux/amd64 and linux/arm64"
 make -s build-static
 hack/dockerfile-build.sh
+echo "== alerting rules: promtool check rules, promtool test rules"
+make -s test-rules
 echo "== verify"
 hack/verify.sh
 echo "== go test"
