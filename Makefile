@@ -4,6 +4,10 @@
 #                   simulated nodes, run the operator against it, apply a sample
 #   make test       vet, generated-file check, unit and integration tests
 #   make help       everything else
+#
+# The release version lives in VERSION and nowhere else; the build injects it
+# (internal/version), and the image tag in config/manager must match it (a
+# test in test/manifests checks).
 
 SHELL := /usr/bin/env bash -o pipefail
 .SHELLFLAGS := -ec
@@ -17,6 +21,13 @@ NODES ?= 50
 # Where make cluster-up keeps its state and kubeconfig.
 LOCAL := $(ROOT)/.local
 KUBECONFIG_LOCAL := $(LOCAL)/kubeconfig
+
+VERSION := $(shell cat $(ROOT)/VERSION)
+IMG ?= ghcr.io/ksmscale/ksm-scale-operator:$(VERSION)
+# Platforms of make build-static, as GOOS/GOARCH.
+PLATFORMS ?= linux/amd64 linux/arm64
+# kubectl for make install.yaml: the pinned one in bin/ if built, else PATH's.
+KUBECTL ?= $(shell command -v $(BIN)/kubectl || command -v kubectl)
 
 .PHONY: help
 help: ## Show the targets.
@@ -42,14 +53,38 @@ verify: ## Fail when generated files are stale or code is not gofmt-clean.
 	hack/verify.sh
 
 .PHONY: build
-build: ## Build the manager binary into bin/manager.
-	go build -o $(BIN)/manager ./cmd
+build: ## Build the manager binary for this machine into bin/manager (release flags, version injected).
+	hack/build-manager.sh $(BIN)/manager
+
+.PHONY: build-static
+build-static: ## Build the manager exactly as the Dockerfile does for PLATFORMS into bin/manager-<os>-<arch>.
+	@for p in $(PLATFORMS); do \
+	  hack/build-manager.sh $(BIN)/manager-$${p%/*}-$${p#*/} $${p%/*} $${p#*/}; \
+	done
+
+.PHONY: image
+image: ## Build the manager image IMG from the Dockerfile with docker, podman or buildah.
+	hack/image.sh $(IMG) $(VERSION)
+
+.PHONY: install.yaml
+install.yaml: ## Render config/default into dist/install.yaml for kubectl apply -f.
+	@[[ -n "$(KUBECTL)" ]] || { echo "install.yaml: no kubectl in bin/ or PATH; run make tools" >&2; exit 1; }
+	@mkdir -p dist
+	$(KUBECTL) kustomize config/default > dist/install.yaml.tmp
+	@grep -q 'image: .*ksm-scale-operator:$(VERSION)$$' dist/install.yaml.tmp || \
+	  { echo "install.yaml: the manager image tag is not VERSION ($(VERSION)); fix newTag in config/manager/kustomization.yaml" >&2; rm -f dist/install.yaml.tmp; exit 1; }
+	@mv dist/install.yaml.tmp dist/install.yaml
+	@echo "wrote dist/install.yaml (image tag $(VERSION))"
 
 ##@ Test
 
 .PHONY: test
 test: ## Vet, verify generated files, run unit, integration, system and e2e tests.
 	hack/test.sh
+
+.PHONY: test-rules
+test-rules: ## promtool check rules and promtool test rules on config/prometheus (test/rules; needs promtool).
+	go test ./test/rules/ -count=1
 
 .PHONY: test-e2e
 test-e2e: ## Only the e2e suite: operator binary, 300-node local cluster, real kube-state-metrics, faults.

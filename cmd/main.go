@@ -4,6 +4,7 @@ package main
 import (
 	"crypto/tls"
 	"flag"
+	"fmt"
 	"os"
 	"strings"
 
@@ -18,6 +19,7 @@ import (
 	v1alpha1 "github.com/ksmscale/ksm-scale-operator/api/v1alpha1"
 	"github.com/ksmscale/ksm-scale-operator/internal/controller"
 	"github.com/ksmscale/ksm-scale-operator/internal/metricsauth"
+	"github.com/ksmscale/ksm-scale-operator/internal/version"
 )
 
 var scheme = runtime.NewScheme()
@@ -30,8 +32,9 @@ func init() {
 func main() {
 	var (
 		metricsAddr, probeAddr, pprofAddr, leaderNamespace, ksmRole, ksmNamespaces string
-		leaderElect, secureMetrics, enableHTTP2                                    bool
+		leaderElect, secureMetrics, enableHTTP2, showVersion                       bool
 	)
+	flag.BoolVar(&showVersion, "version", false, "Print the version, git revision and Go version, and exit.")
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address of the metrics endpoint; \"0\" turns it off.")
 	flag.BoolVar(&secureMetrics, "metrics-secure", false,
 		"Serve metrics over HTTPS, with callers authenticated and authorized by the API server (needs tokenreviews and subjectaccessreviews create).")
@@ -49,6 +52,11 @@ func main() {
 	opts := zap.Options{Development: false}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
+	// Before anything that needs a cluster, so --version works anywhere.
+	if showVersion {
+		fmt.Print(version.Get())
+		os.Exit(0)
+	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
 	setupLog := ctrl.Log.WithName("setup")
 
@@ -97,7 +105,8 @@ func main() {
 		os.Exit(1)
 	}
 
-	setupLog.Info("starting manager")
+	v := version.Get()
+	setupLog.Info("starting manager", "version", v.Version, "revision", v.Revision, "goVersion", v.GoVersion)
 	if err := mgr.Start(ctx); err != nil {
 		setupLog.Error(err, "manager stopped with an error")
 		os.Exit(1)

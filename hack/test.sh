@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The project's test command (make test): builds the pinned control plane
-# and kube-state-metrics into bin/ when missing, then vets, verifies
-# generated files and runs the unit, integration, local-cluster and e2e
+# and kube-state-metrics into bin/ when missing, then vets, builds the static
+# release binary for linux/amd64 and linux/arm64 as the Dockerfile does, runs
+# the promtool rule tests, verifies generated files and runs the unit,
+# integration, local-cluster and e2e
 # tests (build tag e2e: the operator binary against a 300-node kwok cluster,
 # real kube-state-metrics processes, faults) against real kube-apiserver and
 # etcd binaries.
@@ -15,6 +17,11 @@ hack/build-tools.sh controller-gen etcd kubernetes kwok kube-state-metrics
 echo "== go vet"
 go vet ./...
 go vet -tags e2e ./test/e2e/
+echo "== release build: static, -trimpath, version injected, linux/amd64 and linux/arm64"
+make -s build-static
+hack/dockerfile-build.sh
+echo "== alerting rules: promtool check rules, promtool test rules"
+make -s test-rules
 echo "== verify"
 hack/verify.sh
 echo "== go test"
