@@ -68,14 +68,6 @@ func ShardSelector(name string) map[string]string {
 	}
 }
 
-// InstanceSelector selects every pod of a KSMScale, sharded or not.
-func InstanceSelector(name string) map[string]string {
-	return map[string]string{
-		LabelManagedBy: ManagedBy,
-		LabelKSMScale:  name,
-	}
-}
-
 func merge(ms ...map[string]string) map[string]string {
 	out := map[string]string{}
 	for _, m := range ms {
