@@ -211,9 +211,12 @@ func Watch(ctx context.Context, cs kubernetes.Interface, namespace, selector, co
 		cancel()
 		return nil, err
 	}
+	// Keyed by namespace and name: watched across namespaces (a namespace
+	// move), the old and the new pod of a shard have the same name.
 	pods := map[string]*corev1.Pod{}
+	key := func(p *corev1.Pod) string { return p.Namespace + "/" + p.Name }
 	for i := range initial.Items {
-		pods[initial.Items[i].Name] = &initial.Items[i]
+		pods[key(&initial.Items[i])] = &initial.Items[i]
 	}
 	w.Observe(time.Now(), CompleteGenerations(values(pods), container))
 	go func() {
@@ -221,9 +224,9 @@ func Watch(ctx context.Context, cs kubernetes.Interface, namespace, selector, co
 		// Ends when the watch does; the tracker keeps what it saw.
 		_ = follow.Watch(ctx, lw, initial.ResourceVersion, "pod watch", func(t watch.EventType, p *corev1.Pod) {
 			if t == watch.Deleted {
-				delete(pods, p.Name)
+				delete(pods, key(p))
 			} else {
-				pods[p.Name] = p
+				pods[key(p)] = p
 			}
 			w.Observe(time.Now(), CompleteGenerations(values(pods), container))
 		})
