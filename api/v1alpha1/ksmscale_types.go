@@ -15,6 +15,7 @@ const (
 	DefaultNamespace                     = "monitoring"
 	DefaultMinAvailable                  = 1
 	DefaultMinReadySeconds               = 30
+	DefaultProgressDeadlineSeconds       = 600
 	DefaultMaxSurge                      = 1
 	DefaultScaleUpStabilizationSeconds   = 60
 	DefaultScaleDownStabilizationSeconds = 300
@@ -85,6 +86,23 @@ type KSMScaleSpec struct {
 	// +kubebuilder:validation:MaxLength=253
 	// +optional
 	PriorityClassName string `json:"priorityClassName,omitempty"`
+
+	// Paused stops the operator from changing the workload: no pod, Deployment,
+	// Service, PodDisruptionBudget, ServiceAccount or binding is created,
+	// updated or deleted while it is true. Status keeps being reported, with
+	// Progressing=False reason Paused. Setting it back to false resumes.
+	// +optional
+	Paused bool `json:"paused,omitempty"`
+
+	// ProgressDeadlineSeconds is how long a change may stay in progress (a
+	// rollout, a reshard, pods that do not become Ready) before Progressing
+	// turns False with reason ProgressDeadlineExceeded and Stalled turns True,
+	// as for a Deployment. The operator keeps trying; a new spec restarts the
+	// clock.
+	// +kubebuilder:default=600
+	// +kubebuilder:validation:Minimum=1
+	// +optional
+	ProgressDeadlineSeconds *int32 `json:"progressDeadlineSeconds,omitempty"`
 }
 
 // ShardingConfig turns on manual sharding: one Pod per shard, each started with
@@ -171,7 +189,7 @@ type AdvancedShardingConfig struct {
 }
 
 // Phase summarises the state of a KSMScale in one word.
-// +kubebuilder:validation:Enum=Ready;Scaling;Resharding;Degraded
+// +kubebuilder:validation:Enum=Ready;Scaling;Resharding;Degraded;Paused
 type Phase string
 
 const (
@@ -184,6 +202,8 @@ const (
 	PhaseResharding Phase = "Resharding"
 	// PhaseDegraded: the operator cannot reach the desired state on its own.
 	PhaseDegraded Phase = "Degraded"
+	// PhasePaused: spec.paused is true; the workload is left as it is.
+	PhasePaused Phase = "Paused"
 )
 
 // Mode is how kube-state-metrics currently runs.
@@ -208,6 +228,19 @@ const (
 	// ConditionDegraded is True when something stops the operator from
 	// reaching the spec and needs attention.
 	ConditionDegraded = "Degraded"
+
+	// The conditions kstatus-based tools read (Flux, Argo CD health checks,
+	// kubectl wait --for=condition=Ready), derived from the three above.
+
+	// ConditionReady is True when every object is exported by the desired
+	// workload and nothing is in progress or needs attention.
+	ConditionReady = "Ready"
+	// ConditionReconciling is True while a change is in progress (it
+	// mirrors Progressing).
+	ConditionReconciling = "Reconciling"
+	// ConditionStalled is True when the operator cannot make progress without
+	// a person (it mirrors Degraded, including ProgressDeadlineExceeded).
+	ConditionStalled = "Stalled"
 )
 
 // KSMScaleStatus is what the operator observed on its last pass.
@@ -313,6 +346,7 @@ type ShardHealth struct {
 // +kubebuilder:printcolumn:name="Available",type=string,JSONPath=`.status.conditions[?(@.type=="Available")].status`,description="Every object is exported by a complete generation"
 // +kubebuilder:printcolumn:name="Nodes",type=integer,JSONPath=`.status.nodeCount`
 // +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
+// +kubebuilder:printcolumn:name="Paused",type=boolean,JSONPath=`.spec.paused`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:validation:XValidation:rule="self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$') && size(self.metadata.name) <= 40",message="metadata.name must be a DNS label of at most 40 characters: it becomes part of the Service name kube-state-metrics-<name> and of label values"
 type KSMScale struct {

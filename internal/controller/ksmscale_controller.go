@@ -98,6 +98,7 @@ func (r *KSMScaleReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 
 	s := &scope{ksm: k, cfg: ksm.Resolve(k), now: r.now()}
 	s.obs.generation, s.obs.namespace = k.Generation, s.cfg.Namespace
+	s.obs.paused, s.obs.progressDeadline = s.cfg.Paused, s.cfg.ProgressDeadline
 	s.obs.sharded = s.cfg.Sharded
 
 	res, err := r.reconcileAll(ctx, s)
@@ -124,6 +125,9 @@ func (r *KSMScaleReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	metrics.RecordConditions(k.Name, k.Status.Conditions)
 	if err != nil {
 		return ctrl.Result{}, err
+	}
+	if d := progressDeadlineIn(k.Status, s.cfg.ProgressDeadline, s.now); d > 0 {
+		res = earliest(res, ctrl.Result{RequeueAfter: d})
 	}
 	return res, nil
 }
@@ -265,6 +269,10 @@ func (r *KSMScaleReconciler) reconcileAll(ctx context.Context, s *scope) (ctrl.R
 			return ctrl.Result{}, r.retirePreviousNamespaces(ctx, s)
 		},
 	}
+	if s.cfg.Paused {
+		// Observe and report only; the workload phase reads without writing.
+		phases = phases[3:4]
+	}
 	var result ctrl.Result
 	var errs []error
 	for _, phase := range phases {
@@ -314,7 +322,14 @@ func (r *KSMScaleReconciler) reconcileWorkload(ctx context.Context, s *scope) (c
 func (r *KSMScaleReconciler) reconcileUnsharded(ctx context.Context, s *scope) (ctrl.Result, error) {
 	replicas := ksm.UnshardedReplicas(s.obs.nodes, s.cfg.NodesPerMonitor)
 	s.obs.replicas = replicas
-	d, err := r.ensureDeployment(ctx, s, ksm.BuildDeployment(s.cfg, replicas))
+	var d *appsv1.Deployment
+	var err error
+	if s.cfg.Paused {
+		d = &appsv1.Deployment{}
+		err = client.IgnoreNotFound(r.Get(ctx, client.ObjectKey{Namespace: s.cfg.Namespace, Name: ksm.DeploymentName(s.cfg.Name)}, d))
+	} else {
+		d, err = r.ensureDeployment(ctx, s, ksm.BuildDeployment(s.cfg, replicas))
+	}
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -322,6 +337,9 @@ func (r *KSMScaleReconciler) reconcileUnsharded(ctx context.Context, s *scope) (
 	s.obs.workloadSettled = deploymentAvailable(d, replicas)
 	s.obs.deploymentConverged = deploymentConverged(d, replicas)
 	s.obs.trouble = r.podTrouble(ctx, s, false)
+	if s.cfg.Paused {
+		return r.reconcileShardPods(ctx, s, 0, "", false)
+	}
 
 	if err := r.deletePDB(ctx, s); err != nil {
 		return ctrl.Result{}, err

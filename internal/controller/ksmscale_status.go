@@ -3,6 +3,7 @@ package controller
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -45,6 +46,12 @@ const (
 	ReasonScaling = "Scaling"
 	// ReasonConverged: the workload matches the spec and nothing is pending.
 	ReasonConverged = "Converged"
+	// ReasonPaused: spec.paused is true; the operator changes nothing.
+	ReasonPaused = "Paused"
+	// ReasonProgressDeadlineExceeded: a change has been in progress for
+	// longer than spec.progressDeadlineSeconds (pods that never become Ready,
+	// say). The operator keeps trying; a new spec restarts the clock.
+	ReasonProgressDeadlineExceeded = "ProgressDeadlineExceeded"
 )
 
 // observation is what one pass saw and decided; status is computed from it
@@ -52,6 +59,9 @@ const (
 type observation struct {
 	generation int64
 	namespace  string
+	// paused: spec.paused; progressDeadline: spec.progressDeadlineSeconds.
+	paused           bool
+	progressDeadline time.Duration
 	// nodesObserved and workloadObserved say how far the pass got: a pass
 	// that stopped before reading the nodes or the workload leaves what it
 	// did not see as the previous status had it.
@@ -99,6 +109,8 @@ func computeStatus(prev v1alpha1.KSMScaleStatus, o observation, now metav1.Time)
 		// shardingStatus, observedGeneration) and say what failed.
 		st.Phase = v1alpha1.PhaseDegraded
 		setCondition(&st, v1alpha1.ConditionDegraded, degraded, degReason, degMsg, o.generation, now)
+		setCondition(&st, v1alpha1.ConditionStalled, degraded, degReason, degMsg, o.generation, now)
+		setCondition(&st, v1alpha1.ConditionReady, false, degReason, degMsg, o.generation, now)
 		return st
 	}
 	st.ObservedGeneration = o.generation
@@ -117,10 +129,21 @@ func computeStatus(prev v1alpha1.KSMScaleStatus, o observation, now metav1.Time)
 
 	available, availReason, availMsg := availability(o, st)
 	progressing, progReason, progMsg := progress(o, st)
+	switch {
+	case o.paused:
+		progressing, progReason, progMsg = false, ReasonPaused, "spec.paused is true: the operator changes nothing until it is false"
+	case progressing:
+		progressing, progReason, progMsg = deadline(prev, o, now, progReason, progMsg)
+	}
+	if progReason == ReasonProgressDeadlineExceeded && !degraded {
+		degraded, degReason, degMsg = true, progReason, progMsg
+	}
 
 	switch {
 	case degraded:
 		st.Phase = v1alpha1.PhaseDegraded
+	case o.paused:
+		st.Phase = v1alpha1.PhasePaused
 	case progReason == ReasonResharding:
 		st.Phase = v1alpha1.PhaseResharding
 	case progressing:
@@ -132,7 +155,49 @@ func computeStatus(prev v1alpha1.KSMScaleStatus, o observation, now metav1.Time)
 	setCondition(&st, v1alpha1.ConditionAvailable, available, availReason, availMsg, o.generation, now)
 	setCondition(&st, v1alpha1.ConditionProgressing, progressing, progReason, progMsg, o.generation, now)
 	setCondition(&st, v1alpha1.ConditionDegraded, degraded, degReason, degMsg, o.generation, now)
+
+	ready, readyReason, readyMsg := available && !progressing && !degraded, ReasonConverged, "every object is exported by the desired workload"
+	switch {
+	case degraded:
+		readyReason, readyMsg = degReason, degMsg
+	case progressing:
+		readyReason, readyMsg = progReason, progMsg
+	case !available:
+		readyReason, readyMsg = availReason, availMsg
+	}
+	setCondition(&st, v1alpha1.ConditionReady, ready, readyReason, readyMsg, o.generation, now)
+	setCondition(&st, v1alpha1.ConditionReconciling, progressing, progReason, progMsg, o.generation, now)
+	setCondition(&st, v1alpha1.ConditionStalled, degraded, degReason, degMsg, o.generation, now)
 	return st
+}
+
+// deadline turns a change that has been in progress for longer than
+// spec.progressDeadlineSeconds into Progressing=False with reason
+// ProgressDeadlineExceeded, as a Deployment does. Progress counts from the
+// Progressing condition's transition to True; once exceeded it stays so for
+// this generation until the workload converges, with the message it got then
+// (no churn).
+func deadline(prev v1alpha1.KSMScaleStatus, o observation, now metav1.Time, reason, msg string) (bool, string, string) {
+	c := meta.FindStatusCondition(prev.Conditions, v1alpha1.ConditionProgressing)
+	switch {
+	case c == nil || o.progressDeadline <= 0:
+	case c.Status == metav1.ConditionFalse && c.Reason == ReasonProgressDeadlineExceeded && c.ObservedGeneration == o.generation:
+		return false, ReasonProgressDeadlineExceeded, c.Message
+	case c.Status == metav1.ConditionTrue && now.Sub(c.LastTransitionTime.Time) > o.progressDeadline:
+		return false, ReasonProgressDeadlineExceeded, fmt.Sprintf("no progress to the spec within %s: %s", o.progressDeadline, msg)
+	}
+	return true, reason, msg
+}
+
+// progressDeadlineIn is how long until an in-progress change reaches its
+// deadline, so that a pass runs then even if nothing else happens; 0 when
+// no deadline is pending.
+func progressDeadlineIn(st v1alpha1.KSMScaleStatus, d time.Duration, now time.Time) time.Duration {
+	c := meta.FindStatusCondition(st.Conditions, v1alpha1.ConditionProgressing)
+	if c == nil || c.Status != metav1.ConditionTrue || d <= 0 {
+		return 0
+	}
+	return max(c.LastTransitionTime.Add(d).Sub(now), 0) + time.Second
 }
 
 func shardingStatus(prev *v1alpha1.ShardingStatus, o observation, now metav1.Time) *v1alpha1.ShardingStatus {

@@ -30,10 +30,23 @@ func cond(typ string, status bool, reason string, gen int64, at metav1.Time) met
 }
 
 func conds(gen int64, at metav1.Time, avail bool, availReason string, prog bool, progReason string, degr bool, degrReason string) []metav1.Condition {
+	readyReason := ReasonConverged
+	switch {
+	case degr:
+		readyReason = degrReason
+	case prog:
+		readyReason = progReason
+	case !avail:
+		readyReason = availReason
+	}
 	return []metav1.Condition{
 		cond(v1alpha1.ConditionAvailable, avail, availReason, gen, at),
 		cond(v1alpha1.ConditionProgressing, prog, progReason, gen, at),
 		cond(v1alpha1.ConditionDegraded, degr, degrReason, gen, at),
+		// The kstatus conditions, derived.
+		cond(v1alpha1.ConditionReady, avail && !prog && !degr, readyReason, gen, at),
+		cond(v1alpha1.ConditionReconciling, prog, progReason, gen, at),
+		cond(v1alpha1.ConditionStalled, degr, degrReason, gen, at),
 	}
 }
 
@@ -319,6 +332,9 @@ func TestComputeStatusTransitions(t *testing.T) {
 				cond(v1alpha1.ConditionAvailable, true, ReasonCompleteGenerationReady, 5, t1),
 				cond(v1alpha1.ConditionProgressing, true, ReasonResharding, 5, t2),
 				cond(v1alpha1.ConditionDegraded, false, ReasonAsExpected, 5, t1),
+				cond(v1alpha1.ConditionReady, false, ReasonResharding, 5, t2),
+				cond(v1alpha1.ConditionReconciling, true, ReasonResharding, 5, t2),
+				cond(v1alpha1.ConditionStalled, false, ReasonAsExpected, 5, t1),
 			},
 		},
 		{
@@ -348,7 +364,8 @@ func TestComputeStatusTransitions(t *testing.T) {
 		t3 := metav1.NewTime(t2.Add(time.Minute))
 		up := computeStatus(down, sharded(4, 3, all, converged), t3)
 		want := conds(4, t3, true, ReasonAllShardsReady, false, ReasonConverged, false, ReasonAsExpected)
-		want[2].LastTransitionTime = t1 // Degraded never flipped.
+		want[2].LastTransitionTime = t1 // Degraded never flipped,
+		want[5].LastTransitionTime = t1 // nor Stalled.
 		if diff := cmp.Diff(want, up.Conditions, statusCmp...); diff != "" {
 			t.Errorf("conditions (-want +got):\n%s", diff)
 		}
@@ -463,5 +480,59 @@ func TestRetryAfterBacksOffExponentially(t *testing.T) {
 		if got := retryAfter(tc.prev, ReasonNameConflict, now); got != tc.want {
 			t.Errorf("%s: retryAfter = %s, want %s", tc.name, got, tc.want)
 		}
+	}
+}
+
+func TestComputeStatusPausedAndProgressDeadline(t *testing.T) {
+	stuck := sharded(2, 3, []bool{true, true, false}, ksm.Plan{Create: []int32{2}})
+	stuck.progressDeadline = 10 * time.Minute
+	start := computeStatus(v1alpha1.KSMScaleStatus{}, stuck, t1)
+	if c := findCond(start, v1alpha1.ConditionProgressing); c.Status != metav1.ConditionTrue {
+		t.Fatalf("Progressing %+v, want True", c)
+	}
+
+	// Five minutes later: still within the deadline.
+	if got := computeStatus(start, stuck, t2); findCond(got, v1alpha1.ConditionProgressing).Status != metav1.ConditionTrue {
+		t.Errorf("Progressing ended before the deadline: %+v", findCond(got, v1alpha1.ConditionProgressing))
+	}
+
+	// Eleven minutes after the change began: exceeded, and Stalled.
+	late := metav1.NewTime(t1.Add(11 * time.Minute))
+	exceeded := computeStatus(start, stuck, late)
+	p := findCond(exceeded, v1alpha1.ConditionProgressing)
+	if p.Status != metav1.ConditionFalse || p.Reason != ReasonProgressDeadlineExceeded {
+		t.Errorf("Progressing %+v, want False ProgressDeadlineExceeded", p)
+	}
+	for _, typ := range []string{v1alpha1.ConditionStalled, v1alpha1.ConditionDegraded} {
+		if c := findCond(exceeded, typ); c.Status != metav1.ConditionTrue || c.Reason != ReasonProgressDeadlineExceeded {
+			t.Errorf("%s %+v, want True ProgressDeadlineExceeded", typ, c)
+		}
+	}
+	if exceeded.Phase != v1alpha1.PhaseDegraded {
+		t.Errorf("phase %s, want Degraded", exceeded.Phase)
+	}
+	// It stays exceeded (same message, no churn) for this generation...
+	again := computeStatus(exceeded, stuck, metav1.NewTime(late.Add(time.Hour)))
+	if diff := cmp.Diff(exceeded.Conditions, again.Conditions); diff != "" {
+		t.Errorf("an exceeded deadline changed on the next pass (-first +second):\n%s", diff)
+	}
+	// ...until the workload converges or the spec changes.
+	respec := stuck
+	respec.generation = 3
+	if c := findCond(computeStatus(exceeded, respec, late), v1alpha1.ConditionProgressing); c.Status != metav1.ConditionTrue {
+		t.Errorf("a new spec did not restart the clock: %+v", c)
+	}
+
+	paused := stuck
+	paused.paused = true
+	got := computeStatus(start, paused, late)
+	if c := findCond(got, v1alpha1.ConditionProgressing); c.Status != metav1.ConditionFalse || c.Reason != ReasonPaused {
+		t.Errorf("Progressing %+v, want False Paused", c)
+	}
+	if got.Phase != v1alpha1.PhasePaused {
+		t.Errorf("phase %s, want Paused", got.Phase)
+	}
+	if c := findCond(got, v1alpha1.ConditionStalled); c.Status != metav1.ConditionFalse {
+		t.Errorf("a paused KSMScale is Stalled: %+v", c)
 	}
 }

@@ -64,7 +64,8 @@ func (r *KSMScaleReconciler) reconcileSharded(ctx context.Context, s *scope) (ct
 	s.obs.deploymentReady = depPresent && dep.Status.ReadyReplicas > 0
 
 	res, err := r.reconcileShardPods(ctx, s, dec.Total, ksm.Revision(s.cfg, dec.Total), false)
-	if err != nil {
+	if err != nil || s.cfg.Paused {
+		s.obs.trouble = r.podTrouble(ctx, s, true)
 		return res, err
 	}
 	if depPresent && s.obs.plan.RetireDeployment {
@@ -155,6 +156,9 @@ func (r *KSMScaleReconciler) reconcileShardPods(ctx context.Context, s *scope, t
 	s.obs.shardReady, s.obs.shardPod = shardReadiness(observed, total, rev)
 	// Everything status reports has been read; what follows only acts.
 	s.obs.workloadObserved = true
+	if s.cfg.Paused {
+		return ctrl.Result{}, nil
+	}
 
 	targetEmpty := !slices.ContainsFunc(observed, func(p ksm.ObservedPod) bool { return p.Active && p.Total == total })
 	if total > 0 && targetEmpty && len(plan.Create) > 0 && (plan.OtherGroups > 0 || s.obs.deploymentPresent) {

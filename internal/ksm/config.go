@@ -7,6 +7,7 @@ package ksm
 
 import (
 	"fmt"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 
@@ -38,6 +39,11 @@ type Config struct {
 	MaxSurge                      int32
 	ScaleUpStabilizationSeconds   int32
 	ScaleDownStabilizationSeconds int32
+	// Paused: change nothing, only report.
+	Paused bool
+	// ProgressDeadline is how long a change may stay in progress before it
+	// is reported as stalled.
+	ProgressDeadline time.Duration
 }
 
 // Resolve reads a KSMScale into a Config.
@@ -60,6 +66,8 @@ func Resolve(k *v1alpha1.KSMScale) Config {
 		MaxSurge:                      v1alpha1.DefaultMaxSurge,
 		ScaleUpStabilizationSeconds:   v1alpha1.DefaultScaleUpStabilizationSeconds,
 		ScaleDownStabilizationSeconds: v1alpha1.DefaultScaleDownStabilizationSeconds,
+		Paused:                        s.Paused,
+		ProgressDeadline:              time.Duration(int32Or(s.ProgressDeadlineSeconds, v1alpha1.DefaultProgressDeadlineSeconds)) * time.Second,
 	}
 	if sh := s.Sharding; sh != nil {
 		c.Sharded = sh.Enabled

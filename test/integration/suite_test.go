@@ -163,7 +163,7 @@ func operatorIdentity(ctx context.Context, cfg *rest.Config, root string) (*rest
 // another one sees its KSMScale refused with NamespaceNotAllowed.
 var testNamespaces = []string{
 	"monitoring", "unsharded", "created-later", "shared-ns", "auto-shards", "cache-pods",
-	"metrics-scrapers", "mesh", "partial", "doomed", "move-from", "move-to",
+	"metrics-scrapers", "mesh", "partial", "doomed", "move-from", "move-to", "paused",
 }
 
 // startManager runs the operator in-process the way cmd/main.go wires it.
