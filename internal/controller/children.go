@@ -243,6 +243,12 @@ func (r *KSMScaleReconciler) podTrouble(ctx context.Context, s *scope, sharded b
 		}
 		for _, cs := range p.Status.ContainerStatuses {
 			if w := cs.State.Waiting; w != nil && troubleReasons[w.Reason] {
+				if w.Reason == "CrashLoopBackOff" {
+					// Its message carries the growing back-off ("back-off
+					// 40s restarting failed container"): copied, it would
+					// rewrite status on every restart.
+					return fmt.Sprintf("pod %s: container %s is in CrashLoopBackOff", p.Name, cs.Name)
+				}
 				return fmt.Sprintf("pod %s: %s: %s", p.Name, w.Reason, w.Message)
 			}
 		}
