@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
@@ -61,6 +62,7 @@ func shardedExample() Config {
 		MaxSurge:                      1,
 		ScaleUpStabilizationSeconds:   60,
 		ScaleDownStabilizationSeconds: 300,
+		ProgressDeadline:              10 * time.Minute,
 	}
 }
 
@@ -79,6 +81,7 @@ func unshardedExample() Config {
 		MaxSurge:                      1,
 		ScaleUpStabilizationSeconds:   60,
 		ScaleDownStabilizationSeconds: 300,
+		ProgressDeadline:              10 * time.Minute,
 	}
 }
 
@@ -558,7 +561,7 @@ func TestResolve(t *testing.T) {
 		return Config{
 			Name: name, Namespace: "monitoring", Image: v1alpha1.DefaultMonitorImage,
 			SpreadAcrossNodes: true, EnablePDB: true, MinAvailable: 1, MinReadySeconds: 30, MaxSurge: 1,
-			ScaleUpStabilizationSeconds: 60, ScaleDownStabilizationSeconds: 300,
+			ScaleUpStabilizationSeconds: 60, ScaleDownStabilizationSeconds: 300, ProgressDeadline: 10 * time.Minute,
 		}
 	}
 	ksm := func(name string, spec v1alpha1.KSMScaleSpec) *v1alpha1.KSMScale {
