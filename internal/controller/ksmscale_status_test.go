@@ -96,7 +96,7 @@ func checkMessages(t *testing.T, st v1alpha1.KSMScaleStatus) {
 func TestComputeStatus(t *testing.T) {
 	all := []bool{true, true, true}
 	none := []bool{false, false, false}
-	converged := ksm.Plan{TargetComplete: true, TargetSettled: true, Converged: true, AnyGroupComplete: true, RetireDeployment: true}
+	converged := ksm.Plan{TargetSettled: true, Converged: true, AnyGroupComplete: true, RetireDeployment: true}
 	previouslySharded := v1alpha1.KSMScaleStatus{Mode: v1alpha1.ModeSharded, ShardingStatus: shardingStatusOf(3, 3, health(t0, true, true, true))}
 
 	tests := []struct {
@@ -127,7 +127,7 @@ func TestComputeStatus(t *testing.T) {
 		},
 		{
 			name: "sharded, rollout under way, every shard Ready",
-			obs:  sharded(2, 3, all, ksm.Plan{Create: []int32{1}, TargetComplete: true, TargetSettled: true, AnyGroupComplete: true}),
+			obs:  sharded(2, 3, all, ksm.Plan{Create: []int32{1}, TargetSettled: true, AnyGroupComplete: true}),
 			want: v1alpha1.KSMScaleStatus{
 				ObservedGeneration: 2, Mode: v1alpha1.ModeSharded, CurrentReplicas: 3, DesiredReplicas: 3, NodeCount: 12,
 				Phase:          v1alpha1.PhaseScaling,
@@ -147,7 +147,7 @@ func TestComputeStatus(t *testing.T) {
 		},
 		{
 			name: "resharding 3->5: new generation all Ready, old still there",
-			obs:  sharded(3, 5, []bool{true, true, true, true, true}, ksm.Plan{OtherGroups: 1, TargetComplete: true, AnyGroupComplete: true}),
+			obs:  sharded(3, 5, []bool{true, true, true, true, true}, ksm.Plan{OtherGroups: 1, AnyGroupComplete: true}),
 			want: v1alpha1.KSMScaleStatus{
 				ObservedGeneration: 3, Mode: v1alpha1.ModeSharded, CurrentReplicas: 5, DesiredReplicas: 5, NodeCount: 12,
 				Phase:          v1alpha1.PhaseResharding,
@@ -308,7 +308,7 @@ func TestComputeStatus(t *testing.T) {
 
 func TestComputeStatusTransitions(t *testing.T) {
 	all := []bool{true, true, true}
-	converged := ksm.Plan{TargetComplete: true, TargetSettled: true, Converged: true, AnyGroupComplete: true}
+	converged := ksm.Plan{TargetSettled: true, Converged: true, AnyGroupComplete: true}
 	first := computeStatus(v1alpha1.KSMScaleStatus{}, sharded(4, 3, all, converged), t1)
 
 	tests := []struct {
@@ -419,7 +419,7 @@ func TestComputeStatusShardHealth(t *testing.T) {
 // into status: no 0 shards, no "all 0 shards Ready", and the damping memory
 // (recommendedShards/recommendedSince) stays.
 func TestComputeStatusKeepsWhatWasNotObserved(t *testing.T) {
-	converged := ksm.Plan{TargetComplete: true, TargetSettled: true, Converged: true, AnyGroupComplete: true}
+	converged := ksm.Plan{TargetSettled: true, Converged: true, AnyGroupComplete: true}
 	o := sharded(4, 3, []bool{true, true, true}, converged)
 	o.shardCount.Recommended, o.shardCount.Since = 5, t0.Time
 	prev := computeStatus(v1alpha1.KSMScaleStatus{}, o, t1)

@@ -76,8 +76,6 @@ type Plan struct {
 	// RequeueAfter is the time until the earliest pending settle ends; zero
 	// when nothing is waiting on the clock.
 	RequeueAfter time.Duration
-	// TargetComplete: every shard of the target generation has a Ready pod.
-	TargetComplete bool
 	// TargetSettled: every shard of the target generation has a pod that has
 	// been Ready for the settle time, so older generations may go.
 	TargetSettled bool
@@ -109,22 +107,51 @@ func settled(p ObservedPod, in PlanInput) (bool, time.Duration) {
 
 // ComputePlan applies the replacement rules of DESIGN.md to one observation.
 // It keeps the invariant that a complete, Ready generation is only ever
-// deleted once another complete generation has settled.
+// deleted once another complete generation has settled. The steps, in order:
+// sort the pods into generations (dropping what serves nothing), see how far
+// each shard of the target generation is, create what the shards need, retire
+// what the settled target replaces, and retire other generations once the
+// target has settled.
 func ComputePlan(in PlanInput) Plan {
 	var p Plan
-	// groups[total][shard] lists the active pods serving that shard.
+	groups, gone := groupPods(in.Pods)
+	p.Delete = gone
+	for total, shards := range groups {
+		if groupComplete(shards, total) {
+			p.AnyGroupComplete = true
+		}
+	}
+	if in.Total == 0 {
+		return switchOff(p, groups, in)
+	}
+
+	target := groups[in.Total]
+	states := shardStates(target, in, &p)
+	p.Create = creations(states, in)
+	p.Delete = append(p.Delete, replacedWithinShards(target, states, in)...)
+	p.Delete = append(p.Delete, retiredGroups(groups, in, &p)...)
+	p.RetireDeployment = p.TargetSettled
+	p.Converged = converged(p, target, in)
+	return p
+}
+
+// groupPods sorts the active shard pods by generation (total) and shard, and
+// returns the pods that serve nothing and go at once: failed, on a lost
+// node, or with arguments that name no valid shard. Pods being deleted are
+// neither: they serve nothing we can count on and their names do not block
+// a replacement (see NextPodName).
+func groupPods(pods []ObservedPod) (map[int32]map[int32][]ObservedPod, []Deletion) {
 	groups := map[int32]map[int32][]ObservedPod{}
-	for _, pod := range in.Pods {
+	var gone []Deletion
+	for _, pod := range pods {
 		switch {
 		case pod.Terminal:
-			p.Delete = append(p.Delete, Deletion{pod.Name, DeleteTerminal})
+			gone = append(gone, Deletion{pod.Name, DeleteTerminal})
 		case pod.Lost:
-			p.Delete = append(p.Delete, Deletion{pod.Name, DeleteNodeLost})
+			gone = append(gone, Deletion{pod.Name, DeleteNodeLost})
 		case !pod.Active:
-			// Being deleted: serves nothing we can count on, and its name
-			// does not block a replacement (see NextPodName).
 		case pod.Total < 1 || pod.Shard < 0 || pod.Shard >= pod.Total:
-			p.Delete = append(p.Delete, Deletion{pod.Name, DeleteInvalid})
+			gone = append(gone, Deletion{pod.Name, DeleteInvalid})
 		default:
 			if groups[pod.Total] == nil {
 				groups[pod.Total] = map[int32][]ObservedPod{}
@@ -132,97 +159,97 @@ func ComputePlan(in PlanInput) Plan {
 			groups[pod.Total][pod.Shard] = append(groups[pod.Total][pod.Shard], pod)
 		}
 	}
-	for total, shards := range groups {
-		if groupComplete(shards, total) {
-			p.AnyGroupComplete = true
-		}
-	}
+	return groups, gone
+}
 
-	wait := func(d time.Duration) {
-		if d > 0 && (p.RequeueAfter == 0 || d < p.RequeueAfter) {
-			p.RequeueAfter = d
-		}
-	}
-
-	if in.Total == 0 {
-		// Sharding off: every shard pod goes once the Deployment has taken over.
-		if in.OtherModeReady {
-			for _, total := range sortedKeys(groups) {
-				for _, shard := range sortedKeys(groups[total]) {
-					for _, pod := range groups[total][shard] {
-						p.Delete = append(p.Delete, Deletion{pod.Name, DeleteModeSwitch})
-					}
+// switchOff is the plan with sharding off: every shard pod goes once the
+// Deployment has taken over.
+func switchOff(p Plan, groups map[int32]map[int32][]ObservedPod, in PlanInput) Plan {
+	if in.OtherModeReady {
+		for _, total := range sortedKeys(groups) {
+			for _, shard := range sortedKeys(groups[total]) {
+				for _, pod := range groups[total][shard] {
+					p.Delete = append(p.Delete, Deletion{pod.Name, DeleteModeSwitch})
 				}
 			}
 		}
-		p.OtherGroups = len(groups)
-		p.Converged = len(groups) == 0 && len(p.Delete) == 0
-		return p
 	}
+	p.OtherGroups = len(groups)
+	p.Converged = len(groups) == 0 && len(p.Delete) == 0
+	return p
+}
 
-	target := groups[in.Total]
-	p.TargetComplete, p.TargetSettled = true, true
-	// unsettledNew counts shards whose target-revision pod has not settled
-	// yet: the rollout's surge in flight.
-	unsettledNew := int32(0)
-	type shardState struct {
-		covered    bool // has a Ready pod of any revision
-		hasNew     bool // has an active pod of the target revision
-		newSettled bool
-	}
+// shardState is how far one shard of the target generation is.
+type shardState struct {
+	covered    bool // has a Ready pod of any revision
+	hasNew     bool // has an active pod of the target revision
+	newSettled bool // ... that has been Ready for the settle time
+}
+
+// shardStates reads each target shard's pods, sets p.TargetSettled and
+// p.RequeueAfter (the earliest pending settle).
+func shardStates(target map[int32][]ObservedPod, in PlanInput, p *Plan) []shardState {
+	p.TargetSettled = true
 	states := make([]shardState, in.Total)
 	for s := int32(0); s < in.Total; s++ {
 		st := &states[s]
 		anySettled := false
 		for _, pod := range target[s] {
 			ok, left := settled(pod, in)
-			wait(left)
-			if pod.Ready {
-				st.covered = true
+			if left > 0 && (p.RequeueAfter == 0 || left < p.RequeueAfter) {
+				p.RequeueAfter = left
 			}
+			st.covered = st.covered || pod.Ready
 			anySettled = anySettled || ok
 			if pod.Revision == in.Revision {
 				st.hasNew = true
 				st.newSettled = st.newSettled || ok
 			}
 		}
-		if !st.covered {
-			p.TargetComplete = false
-		}
 		if !anySettled {
 			p.TargetSettled = false
 		}
+	}
+	return states
+}
+
+// creations lists the shards that get a target-revision pod now: every
+// shard that nothing serves (healing, first start, a new generation: there
+// is nothing to protect by waiting), and, while the surge allows, shards
+// still served by an older revision (a rollout). Target-revision pods that
+// have not settled yet count against the surge.
+func creations(states []shardState, in PlanInput) []int32 {
+	inFlight := int32(0)
+	for _, st := range states {
 		if st.hasNew && !st.newSettled {
-			unsettledNew++
+			inFlight++
 		}
 	}
-
-	for s := int32(0); s < in.Total; s++ {
-		st := states[s]
+	var create []int32
+	for s, st := range states {
 		switch {
 		case st.hasNew:
 		case !st.covered:
-			// Healing, first start or a new generation: nothing serves this
-			// shard, so there is nothing to protect by waiting.
-			p.Create = append(p.Create, s)
-			unsettledNew++
-		case unsettledNew < in.MaxSurge:
-			// Rollout: the shard is served by an older revision; replace it
-			// while the surge allows.
-			p.Create = append(p.Create, s)
-			unsettledNew++
+			create = append(create, int32(s))
+			inFlight++
+		case inFlight < in.MaxSurge:
+			create = append(create, int32(s))
+			inFlight++
 		}
 	}
+	return create
+}
 
-	// Within the target generation: once a shard's target-revision pod has
-	// settled, every other pod of that shard goes; so do duplicates.
+// replacedWithinShards: once a shard's target-revision pod has settled,
+// every other pod of that shard goes, older revisions and duplicates alike.
+func replacedWithinShards(target map[int32][]ObservedPod, states []shardState, in PlanInput) []Deletion {
+	var out []Deletion
 	for s := int32(0); s < in.Total; s++ {
-		pods := target[s]
 		if !states[s].newSettled {
 			continue
 		}
-		keep := bestPod(pods, in)
-		for _, pod := range pods {
+		keep := bestPod(target[s], in)
+		for _, pod := range target[s] {
 			if pod.Name == keep.Name {
 				continue
 			}
@@ -230,11 +257,17 @@ func ComputePlan(in PlanInput) Plan {
 			if pod.Revision == in.Revision {
 				reason = DeleteDuplicate
 			}
-			p.Delete = append(p.Delete, Deletion{pod.Name, reason})
+			out = append(out, Deletion{pod.Name, reason})
 		}
 	}
+	return out
+}
 
-	// Other generations go only when the target can take over all objects.
+// retiredGroups counts the generations other than the target in
+// p.OtherGroups and, once the target has settled and so can take over all
+// objects, retires all of their pods.
+func retiredGroups(groups map[int32]map[int32][]ObservedPod, in PlanInput, p *Plan) []Deletion {
+	var out []Deletion
 	for _, total := range sortedKeys(groups) {
 		if total == in.Total {
 			continue
@@ -245,21 +278,25 @@ func ComputePlan(in PlanInput) Plan {
 		}
 		for _, shard := range sortedKeys(groups[total]) {
 			for _, pod := range groups[total][shard] {
-				p.Delete = append(p.Delete, Deletion{pod.Name, DeleteOldGroup})
+				out = append(out, Deletion{pod.Name, DeleteOldGroup})
 			}
 		}
 	}
-	p.RetireDeployment = p.TargetSettled
+	return out
+}
 
-	p.Converged = p.TargetSettled && p.OtherGroups == 0 && len(p.Create) == 0 && len(p.Delete) == 0
-	if p.Converged {
-		for s := int32(0); s < in.Total; s++ {
-			if len(target[s]) != 1 || target[s][0].Revision != in.Revision {
-				p.Converged = false
-			}
+// converged: exactly the target generation at the target revision exists,
+// one settled pod per shard, and nothing is left to create or delete.
+func converged(p Plan, target map[int32][]ObservedPod, in PlanInput) bool {
+	if !p.TargetSettled || p.OtherGroups > 0 || len(p.Create) > 0 || len(p.Delete) > 0 {
+		return false
+	}
+	for s := int32(0); s < in.Total; s++ {
+		if len(target[s]) != 1 || target[s][0].Revision != in.Revision {
+			return false
 		}
 	}
-	return p
+	return true
 }
 
 // bestPod picks the pod that keeps serving a shard: a settled pod of the

@@ -136,17 +136,17 @@ func TestComputePlan(t *testing.T) {
 				opod("r-1", 1, 3, revR, readyFor(25*time.Second)),
 				opod("r-2", 2, 3, revR, readyFor(12*time.Second)),
 			}, total: 3, rev: revR},
-			want: Plan{RequeueAfter: 5 * time.Second, TargetComplete: true, AnyGroupComplete: true},
+			want: Plan{RequeueAfter: 5 * time.Second, AnyGroupComplete: true},
 		},
 		{
 			name: "converged: one settled pod per shard of the target revision",
 			in:   input{pods: generation("r", 3, revR, settledOpt), total: 3, rev: revR},
-			want: Plan{TargetComplete: true, TargetSettled: true, Converged: true, AnyGroupComplete: true, RetireDeployment: true},
+			want: Plan{TargetSettled: true, Converged: true, AnyGroupComplete: true, RetireDeployment: true},
 		},
 		{
 			name: "settled exactly at the settle time",
 			in:   input{pods: generation("r", 2, revR, readyFor(minReady)), total: 2, rev: revR},
-			want: Plan{TargetComplete: true, TargetSettled: true, Converged: true, AnyGroupComplete: true, RetireDeployment: true},
+			want: Plan{TargetSettled: true, Converged: true, AnyGroupComplete: true, RetireDeployment: true},
 		},
 		{
 			name: "one nanosecond short of the settle time",
@@ -154,31 +154,31 @@ func TestComputePlan(t *testing.T) {
 				opod("r-0", 0, 2, revR, settledOpt),
 				opod("r-1", 1, 2, revR, readyFor(minReady-time.Nanosecond)),
 			}, total: 2, rev: revR},
-			want: Plan{RequeueAfter: time.Nanosecond, TargetComplete: true, AnyGroupComplete: true},
+			want: Plan{RequeueAfter: time.Nanosecond, AnyGroupComplete: true},
 		},
 		{
 			name: "settle time zero: Ready is settled",
 			in:   input{pods: generation("r", 2, revR, readyFor(0)), total: 2, rev: revR, minReady: &zero},
-			want: Plan{TargetComplete: true, TargetSettled: true, Converged: true, AnyGroupComplete: true, RetireDeployment: true},
+			want: Plan{TargetSettled: true, Converged: true, AnyGroupComplete: true, RetireDeployment: true},
 		},
 
 		// Rollout (image, resources, arguments) with maxSurge 1.
 		{
 			name: "rollout surge 1: all shards on the old revision, create shard 0 only",
 			in:   input{pods: generation("old", 3, revOld, settledOpt), total: 3, rev: revR, maxSurge: 1},
-			want: Plan{Create: []int32{0}, TargetComplete: true, TargetSettled: true, AnyGroupComplete: true, RetireDeployment: true},
+			want: Plan{Create: []int32{0}, TargetSettled: true, AnyGroupComplete: true, RetireDeployment: true},
 		},
 		{
 			name: "rollout surge 1: shard 0's new pod not Ready yet, nothing else happens",
 			in: input{pods: pods(generation("old", 3, revOld, settledOpt),
 				[]ObservedPod{opod("new-0", 0, 3, revR)}), total: 3, rev: revR, maxSurge: 1},
-			want: Plan{TargetComplete: true, TargetSettled: true, AnyGroupComplete: true, RetireDeployment: true},
+			want: Plan{TargetSettled: true, AnyGroupComplete: true, RetireDeployment: true},
 		},
 		{
 			name: "rollout surge 1: shard 0's new pod Ready, not settled: wait the time left",
 			in: input{pods: pods(generation("old", 3, revOld, settledOpt),
 				[]ObservedPod{opod("new-0", 0, 3, revR, readyFor(10*time.Second))}), total: 3, rev: revR, maxSurge: 1},
-			want: Plan{RequeueAfter: 20 * time.Second, TargetComplete: true, TargetSettled: true, AnyGroupComplete: true, RetireDeployment: true},
+			want: Plan{RequeueAfter: 20 * time.Second, TargetSettled: true, AnyGroupComplete: true, RetireDeployment: true},
 		},
 		{
 			name: "rollout surge 1: shard 0's new pod settled: delete its old pod, create shard 1",
@@ -187,7 +187,7 @@ func TestComputePlan(t *testing.T) {
 			want: Plan{
 				Create:         []int32{1},
 				Delete:         del(DeleteReplaced, "old-0"),
-				TargetComplete: true, TargetSettled: true, AnyGroupComplete: true, RetireDeployment: true,
+				TargetSettled: true, AnyGroupComplete: true, RetireDeployment: true,
 			},
 		},
 		{
@@ -198,7 +198,7 @@ func TestComputePlan(t *testing.T) {
 				opod("new-1", 1, 3, revR, readyFor(1*time.Second)),
 				opod("old-2", 2, 3, revOld, settledOpt),
 			}, total: 3, rev: revR, maxSurge: 1},
-			want: Plan{RequeueAfter: 29 * time.Second, TargetComplete: true, TargetSettled: true, AnyGroupComplete: true, RetireDeployment: true},
+			want: Plan{RequeueAfter: 29 * time.Second, TargetSettled: true, AnyGroupComplete: true, RetireDeployment: true},
 		},
 		{
 			name: "rollout: last shard settled, last old pod goes",
@@ -206,7 +206,7 @@ func TestComputePlan(t *testing.T) {
 				[]ObservedPod{opod("old-2", 2, 3, revOld, settledOpt)}), total: 3, rev: revR, maxSurge: 1},
 			want: Plan{
 				Delete:         del(DeleteReplaced, "old-2"),
-				TargetComplete: true, TargetSettled: true, AnyGroupComplete: true, RetireDeployment: true,
+				TargetSettled: true, AnyGroupComplete: true, RetireDeployment: true,
 			},
 		},
 		{
@@ -215,7 +215,7 @@ func TestComputePlan(t *testing.T) {
 				[]ObservedPod{opod("old-1", 1, 2, revOld)}), total: 2, rev: revR, maxSurge: 1},
 			want: Plan{
 				Delete:         del(DeleteReplaced, "old-1"),
-				TargetComplete: true, TargetSettled: true, AnyGroupComplete: true, RetireDeployment: true,
+				TargetSettled: true, AnyGroupComplete: true, RetireDeployment: true,
 			},
 		},
 
@@ -223,13 +223,13 @@ func TestComputePlan(t *testing.T) {
 		{
 			name: "rollout surge 2: two shards at once",
 			in:   input{pods: generation("old", 4, revOld, settledOpt), total: 4, rev: revR, maxSurge: 2},
-			want: Plan{Create: []int32{0, 1}, TargetComplete: true, TargetSettled: true, AnyGroupComplete: true, RetireDeployment: true},
+			want: Plan{Create: []int32{0, 1}, TargetSettled: true, AnyGroupComplete: true, RetireDeployment: true},
 		},
 		{
 			name: "rollout surge 2: one new pod in flight leaves room for one more",
 			in: input{pods: pods(generation("old", 4, revOld, settledOpt),
 				[]ObservedPod{opod("new-0", 0, 4, revR, readyFor(5*time.Second))}), total: 4, rev: revR, maxSurge: 2},
-			want: Plan{Create: []int32{1}, RequeueAfter: 25 * time.Second, TargetComplete: true, TargetSettled: true, AnyGroupComplete: true, RetireDeployment: true},
+			want: Plan{Create: []int32{1}, RequeueAfter: 25 * time.Second, TargetSettled: true, AnyGroupComplete: true, RetireDeployment: true},
 		},
 		{
 			name: "rollout surge 2: two new pods in flight, nothing more",
@@ -237,12 +237,12 @@ func TestComputePlan(t *testing.T) {
 				opod("new-0", 0, 4, revR, readyFor(5*time.Second)),
 				opod("new-1", 1, 4, revR),
 			}), total: 4, rev: revR, maxSurge: 2},
-			want: Plan{RequeueAfter: 25 * time.Second, TargetComplete: true, TargetSettled: true, AnyGroupComplete: true, RetireDeployment: true},
+			want: Plan{RequeueAfter: 25 * time.Second, TargetSettled: true, AnyGroupComplete: true, RetireDeployment: true},
 		},
 		{
 			name: "rollout: surge larger than the shard count replaces all at once",
 			in:   input{pods: generation("old", 3, revOld, settledOpt), total: 3, rev: revR, maxSurge: 10},
-			want: Plan{Create: []int32{0, 1, 2}, TargetComplete: true, TargetSettled: true, AnyGroupComplete: true, RetireDeployment: true},
+			want: Plan{Create: []int32{0, 1, 2}, TargetSettled: true, AnyGroupComplete: true, RetireDeployment: true},
 		},
 
 		// Resharding 3 -> 5.
@@ -266,7 +266,7 @@ func TestComputePlan(t *testing.T) {
 			name: "reshard 3->5: new generation all Ready but not settled, delete nothing",
 			in: input{pods: pods(generation("g3", 3, rev3, settledOpt),
 				generation("g5", 5, rev5, readyFor(10*time.Second))), total: 5, rev: rev5, maxSurge: 1},
-			want: Plan{RequeueAfter: 20 * time.Second, TargetComplete: true, OtherGroups: 1, AnyGroupComplete: true},
+			want: Plan{RequeueAfter: 20 * time.Second, OtherGroups: 1, AnyGroupComplete: true},
 		},
 		{
 			name: "reshard 3->5: all but one settled, delete nothing",
@@ -278,7 +278,7 @@ func TestComputePlan(t *testing.T) {
 					opod("g5-3", 3, 5, rev5, settledOpt),
 					opod("g5-4", 4, 5, rev5, readyFor(29*time.Second)),
 				}), total: 5, rev: rev5, maxSurge: 1},
-			want: Plan{RequeueAfter: 1 * time.Second, TargetComplete: true, OtherGroups: 1, AnyGroupComplete: true},
+			want: Plan{RequeueAfter: 1 * time.Second, OtherGroups: 1, AnyGroupComplete: true},
 		},
 		{
 			name: "reshard 3->5: new generation settled, old generation retired",
@@ -286,18 +286,18 @@ func TestComputePlan(t *testing.T) {
 				generation("g5", 5, rev5, readyFor(30*time.Second))), total: 5, rev: rev5, maxSurge: 1},
 			want: Plan{
 				Delete:         del(DeleteOldGroup, "g3-0", "g3-1", "g3-2"),
-				TargetComplete: true, TargetSettled: true, OtherGroups: 1, AnyGroupComplete: true, RetireDeployment: true,
+				TargetSettled: true, OtherGroups: 1, AnyGroupComplete: true, RetireDeployment: true,
 			},
 		},
 		{
 			name: "reshard 3->5: old generation gone, converged",
 			in:   input{pods: generation("g5", 5, rev5, settledOpt), total: 5, rev: rev5},
-			want: Plan{TargetComplete: true, TargetSettled: true, Converged: true, AnyGroupComplete: true, RetireDeployment: true},
+			want: Plan{TargetSettled: true, Converged: true, AnyGroupComplete: true, RetireDeployment: true},
 		},
 		{
 			name: "reshard 5->3: shrinking works the same way",
 			in:   input{pods: pods(generation("g5", 5, rev5, settledOpt), generation("g3", 3, rev3, readyFor(5*time.Second))), total: 3, rev: rev3},
-			want: Plan{RequeueAfter: 25 * time.Second, TargetComplete: true, OtherGroups: 1, AnyGroupComplete: true},
+			want: Plan{RequeueAfter: 25 * time.Second, OtherGroups: 1, AnyGroupComplete: true},
 		},
 
 		// A second change mid-way: 3 -> 5 -> 7.
@@ -316,7 +316,7 @@ func TestComputePlan(t *testing.T) {
 				opod("g5-0", 0, 5, rev5, settledOpt),
 				opod("g5-1", 1, 5, rev5, settledOpt),
 			}, generation("g7", 7, rev7, readyFor(15*time.Second))), total: 7, rev: rev7, maxSurge: 1},
-			want: Plan{RequeueAfter: 15 * time.Second, TargetComplete: true, OtherGroups: 2, AnyGroupComplete: true},
+			want: Plan{RequeueAfter: 15 * time.Second, OtherGroups: 2, AnyGroupComplete: true},
 		},
 		{
 			name: "3->5->7: group 7 partly settled: group 3 and 5 stay",
@@ -341,7 +341,7 @@ func TestComputePlan(t *testing.T) {
 			}, generation("g7", 7, rev7, settledOpt)), total: 7, rev: rev7, maxSurge: 1},
 			want: Plan{
 				Delete:         del(DeleteOldGroup, "g3-0", "g3-1", "g3-2", "g5-0", "g5-1", "g5-2"),
-				TargetComplete: true, TargetSettled: true, OtherGroups: 2, AnyGroupComplete: true, RetireDeployment: true,
+				TargetSettled: true, OtherGroups: 2, AnyGroupComplete: true, RetireDeployment: true,
 			},
 		},
 		{
@@ -352,7 +352,7 @@ func TestComputePlan(t *testing.T) {
 			}), total: 3, rev: rev3, maxSurge: 1},
 			want: Plan{
 				Delete:         del(DeleteOldGroup, "g5-0", "g5-1"),
-				TargetComplete: true, TargetSettled: true, OtherGroups: 1, AnyGroupComplete: true, RetireDeployment: true,
+				TargetSettled: true, OtherGroups: 1, AnyGroupComplete: true, RetireDeployment: true,
 			},
 		},
 
@@ -380,7 +380,7 @@ func TestComputePlan(t *testing.T) {
 			in: input{pods: pods([]ObservedPod{
 				opod("g3-0", 0, 3, rev3, terminal),
 			}, generation("g5", 5, rev5, readyFor(time.Second))), total: 5, rev: rev5, maxSurge: 1},
-			want: Plan{Delete: del(DeleteTerminal, "g3-0"), RequeueAfter: 29 * time.Second, TargetComplete: true, AnyGroupComplete: true},
+			want: Plan{Delete: del(DeleteTerminal, "g3-0"), RequeueAfter: 29 * time.Second, AnyGroupComplete: true},
 		},
 		{
 			name: "pod being deleted does not count: its shard gets a replacement at once",
@@ -410,7 +410,7 @@ func TestComputePlan(t *testing.T) {
 			}), total: 2, rev: revR, maxSurge: 1},
 			want: Plan{
 				Delete:         del(DeleteInvalid, "no-total", "shard-too-big", "negative-shard"),
-				TargetComplete: true, TargetSettled: true, AnyGroupComplete: true, RetireDeployment: true,
+				TargetSettled: true, AnyGroupComplete: true, RetireDeployment: true,
 			},
 		},
 
@@ -421,7 +421,7 @@ func TestComputePlan(t *testing.T) {
 				opod("dup-a", 0, 2, revR, readyFor(10*time.Second)),
 				opod("dup-b", 0, 2, revR),
 			}), total: 2, rev: revR, maxSurge: 1},
-			want: Plan{RequeueAfter: 20 * time.Second, TargetComplete: true, AnyGroupComplete: true},
+			want: Plan{RequeueAfter: 20 * time.Second, AnyGroupComplete: true},
 		},
 		{
 			name: "duplicates, one settled: the other goes",
@@ -431,7 +431,7 @@ func TestComputePlan(t *testing.T) {
 			}), total: 2, rev: revR, maxSurge: 1},
 			want: Plan{
 				Delete:       del(DeleteDuplicate, "dup-a"),
-				RequeueAfter: 20 * time.Second, TargetComplete: true, TargetSettled: true, AnyGroupComplete: true, RetireDeployment: true,
+				RequeueAfter: 20 * time.Second, TargetSettled: true, AnyGroupComplete: true, RetireDeployment: true,
 			},
 		},
 		{
@@ -442,7 +442,7 @@ func TestComputePlan(t *testing.T) {
 			}), total: 2, rev: revR, maxSurge: 1},
 			want: Plan{
 				Delete:         del(DeleteDuplicate, "dup-a"),
-				TargetComplete: true, TargetSettled: true, AnyGroupComplete: true, RetireDeployment: true,
+				TargetSettled: true, AnyGroupComplete: true, RetireDeployment: true,
 			},
 		},
 		{
@@ -453,7 +453,7 @@ func TestComputePlan(t *testing.T) {
 			}), total: 2, rev: revR, maxSurge: 1},
 			want: Plan{
 				Delete:         del(DeleteDuplicate, "dup-a"),
-				TargetComplete: true, TargetSettled: true, AnyGroupComplete: true, RetireDeployment: true,
+				TargetSettled: true, AnyGroupComplete: true, RetireDeployment: true,
 			},
 		},
 		{
@@ -465,7 +465,7 @@ func TestComputePlan(t *testing.T) {
 			}), total: 2, rev: revR, maxSurge: 1},
 			want: Plan{
 				Delete:         dels(del(DeleteReplaced, "old-0"), del(DeleteDuplicate, "dup-b")),
-				TargetComplete: true, TargetSettled: true, AnyGroupComplete: true, RetireDeployment: true,
+				TargetSettled: true, AnyGroupComplete: true, RetireDeployment: true,
 			},
 		},
 
@@ -475,7 +475,7 @@ func TestComputePlan(t *testing.T) {
 			in: input{pods: pods(generation("r", 3, revR, settledOpt)[1:], []ObservedPod{
 				opod("edited-0", 0, 3, "", settledOpt),
 			}), total: 3, rev: revR, maxSurge: 1},
-			want: Plan{Create: []int32{0}, TargetComplete: true, TargetSettled: true, AnyGroupComplete: true, RetireDeployment: true},
+			want: Plan{Create: []int32{0}, TargetSettled: true, AnyGroupComplete: true, RetireDeployment: true},
 		},
 		{
 			name: "edited pod waits while the surge is used by another shard",
@@ -485,7 +485,7 @@ func TestComputePlan(t *testing.T) {
 				opod("new-1", 1, 3, revR, readyFor(20*time.Second)),
 				opod("new-2", 2, 3, revR, settledOpt),
 			}, total: 3, rev: revR, maxSurge: 1},
-			want: Plan{RequeueAfter: 10 * time.Second, TargetComplete: true, TargetSettled: true, AnyGroupComplete: true, RetireDeployment: true},
+			want: Plan{RequeueAfter: 10 * time.Second, TargetSettled: true, AnyGroupComplete: true, RetireDeployment: true},
 		},
 		{
 			name: "edited pod kept while its replacement settles",
@@ -493,7 +493,7 @@ func TestComputePlan(t *testing.T) {
 				opod("edited-0", 0, 3, "", settledOpt),
 				opod("new-0", 0, 3, revR, readyFor(29*time.Second)),
 			}), total: 3, rev: revR, maxSurge: 1},
-			want: Plan{RequeueAfter: time.Second, TargetComplete: true, TargetSettled: true, AnyGroupComplete: true, RetireDeployment: true},
+			want: Plan{RequeueAfter: time.Second, TargetSettled: true, AnyGroupComplete: true, RetireDeployment: true},
 		},
 		{
 			name: "edited pod deleted once its replacement settled",
@@ -503,7 +503,7 @@ func TestComputePlan(t *testing.T) {
 			}), total: 3, rev: revR, maxSurge: 1},
 			want: Plan{
 				Delete:         del(DeleteReplaced, "edited-0"),
-				TargetComplete: true, TargetSettled: true, AnyGroupComplete: true, RetireDeployment: true,
+				TargetSettled: true, AnyGroupComplete: true, RetireDeployment: true,
 			},
 		},
 
