@@ -185,8 +185,8 @@ func TestComputePlan(t *testing.T) {
 			in: input{pods: pods(generation("old", 3, revOld, settledOpt),
 				[]ObservedPod{opod("new-0", 0, 3, revR, readyFor(31*time.Second))}), total: 3, rev: revR, maxSurge: 1},
 			want: Plan{
-				Create:         []int32{1},
-				Delete:         del(DeleteReplaced, "old-0"),
+				Create:        []int32{1},
+				Delete:        del(DeleteReplaced, "old-0"),
 				TargetSettled: true, AnyGroupComplete: true, RetireDeployment: true,
 			},
 		},
@@ -205,7 +205,7 @@ func TestComputePlan(t *testing.T) {
 			in: input{pods: pods(generation("new", 3, revR, settledOpt),
 				[]ObservedPod{opod("old-2", 2, 3, revOld, settledOpt)}), total: 3, rev: revR, maxSurge: 1},
 			want: Plan{
-				Delete:         del(DeleteReplaced, "old-2"),
+				Delete:        del(DeleteReplaced, "old-2"),
 				TargetSettled: true, AnyGroupComplete: true, RetireDeployment: true,
 			},
 		},
@@ -214,7 +214,7 @@ func TestComputePlan(t *testing.T) {
 			in: input{pods: pods(generation("new", 2, revR, settledOpt),
 				[]ObservedPod{opod("old-1", 1, 2, revOld)}), total: 2, rev: revR, maxSurge: 1},
 			want: Plan{
-				Delete:         del(DeleteReplaced, "old-1"),
+				Delete:        del(DeleteReplaced, "old-1"),
 				TargetSettled: true, AnyGroupComplete: true, RetireDeployment: true,
 			},
 		},
@@ -285,7 +285,7 @@ func TestComputePlan(t *testing.T) {
 			in: input{pods: pods(generation("g3", 3, rev3, settledOpt),
 				generation("g5", 5, rev5, readyFor(30*time.Second))), total: 5, rev: rev5, maxSurge: 1},
 			want: Plan{
-				Delete:         del(DeleteOldGroup, "g3-0", "g3-1", "g3-2"),
+				Delete:        del(DeleteOldGroup, "g3-0", "g3-1", "g3-2"),
 				TargetSettled: true, OtherGroups: 1, AnyGroupComplete: true, RetireDeployment: true,
 			},
 		},
@@ -340,7 +340,7 @@ func TestComputePlan(t *testing.T) {
 				opod("g5-2", 2, 5, rev5),
 			}, generation("g7", 7, rev7, settledOpt)), total: 7, rev: rev7, maxSurge: 1},
 			want: Plan{
-				Delete:         del(DeleteOldGroup, "g3-0", "g3-1", "g3-2", "g5-0", "g5-1", "g5-2"),
+				Delete:        del(DeleteOldGroup, "g3-0", "g3-1", "g3-2", "g5-0", "g5-1", "g5-2"),
 				TargetSettled: true, OtherGroups: 2, AnyGroupComplete: true, RetireDeployment: true,
 			},
 		},
@@ -351,7 +351,7 @@ func TestComputePlan(t *testing.T) {
 				opod("g5-1", 1, 5, rev5),
 			}), total: 3, rev: rev3, maxSurge: 1},
 			want: Plan{
-				Delete:         del(DeleteOldGroup, "g5-0", "g5-1"),
+				Delete:        del(DeleteOldGroup, "g5-0", "g5-1"),
 				TargetSettled: true, OtherGroups: 1, AnyGroupComplete: true, RetireDeployment: true,
 			},
 		},
@@ -409,7 +409,7 @@ func TestComputePlan(t *testing.T) {
 				opod("negative-shard", -1, 2, revR, settledOpt),
 			}), total: 2, rev: revR, maxSurge: 1},
 			want: Plan{
-				Delete:         del(DeleteInvalid, "no-total", "shard-too-big", "negative-shard"),
+				Delete:        del(DeleteInvalid, "no-total", "shard-too-big", "negative-shard"),
 				TargetSettled: true, AnyGroupComplete: true, RetireDeployment: true,
 			},
 		},
@@ -441,7 +441,7 @@ func TestComputePlan(t *testing.T) {
 				opod("dup-b", 0, 2, revR, readyFor(50*time.Minute)),
 			}), total: 2, rev: revR, maxSurge: 1},
 			want: Plan{
-				Delete:         del(DeleteDuplicate, "dup-a"),
+				Delete:        del(DeleteDuplicate, "dup-a"),
 				TargetSettled: true, AnyGroupComplete: true, RetireDeployment: true,
 			},
 		},
@@ -452,7 +452,7 @@ func TestComputePlan(t *testing.T) {
 				opod("dup-b", 0, 2, revR, settledOpt, createdAgo(2*time.Hour)),
 			}), total: 2, rev: revR, maxSurge: 1},
 			want: Plan{
-				Delete:         del(DeleteDuplicate, "dup-a"),
+				Delete:        del(DeleteDuplicate, "dup-a"),
 				TargetSettled: true, AnyGroupComplete: true, RetireDeployment: true,
 			},
 		},
@@ -464,7 +464,7 @@ func TestComputePlan(t *testing.T) {
 				opod("dup-b", 0, 2, revR),
 			}), total: 2, rev: revR, maxSurge: 1},
 			want: Plan{
-				Delete:         dels(del(DeleteReplaced, "old-0"), del(DeleteDuplicate, "dup-b")),
+				Delete:        dels(del(DeleteReplaced, "old-0"), del(DeleteDuplicate, "dup-b")),
 				TargetSettled: true, AnyGroupComplete: true, RetireDeployment: true,
 			},
 		},
@@ -502,7 +502,7 @@ func TestComputePlan(t *testing.T) {
 				opod("new-0", 0, 3, revR, readyFor(30*time.Second)),
 			}), total: 3, rev: revR, maxSurge: 1},
 			want: Plan{
-				Delete:         del(DeleteReplaced, "edited-0"),
+				Delete:        del(DeleteReplaced, "edited-0"),
 				TargetSettled: true, AnyGroupComplete: true, RetireDeployment: true,
 			},
 		},
