@@ -23,7 +23,7 @@ import (
 // with the arguments the operator put in each shard pod and checks, for 3
 // shards and again after a reshard to 7, that every pod, node, namespace and
 // configmap is exported by exactly one shard, the one KSM's own algorithm
-// (ksm.ShardOf) predicts, and that the union equals an unsharded KSM's
+// (shardcheck.ShardOf) predicts, and that the union equals an unsharded KSM's
 // output series for series.
 func TestShardsSplitTheClusterExactly(t *testing.T) {
 	const ns, name = "monitoring", "split"

@@ -3,7 +3,7 @@
 // (round-robin over the given nodes), which bypasses the scheduler; on the
 // local cluster kwok then marks them Running and Ready. The returned Summary
 // lists every object with its UID, so a test can predict each object's shard
-// with internal/ksm.ShardOf.
+// with test/e2e/shardcheck.ShardOf.
 package workload
 
 import (

@@ -1,4 +1,4 @@
-package ksm
+package shardcheck
 
 import (
 	"hash/fnv"
@@ -10,7 +10,8 @@ import (
 // with the algorithm kube-state-metrics itself uses (pkg/sharding): the
 // Lamping–Veach jump consistent hash of the FNV-1a 64-bit hash of the UID.
 // (KSM's README speaks of md5 and modulo; its code does this.) The e2e suite
-// checks it against real KSM processes; reporting per-shard balance can reuse it.
+// checks it against real KSM processes. It lives here, beside the only code
+// that uses it, the e2e shard check.
 func ShardOf(uid types.UID, total int32) int32 {
 	if total <= 1 {
 		return 0

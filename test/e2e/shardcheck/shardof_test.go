@@ -1,4 +1,4 @@
-package ksm
+package shardcheck
 
 import (
 	"fmt"
