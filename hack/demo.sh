@@ -40,7 +40,7 @@ if [[ ${1:-} == down ]]; then
 fi
 NODES=${1:-50}
 
-step "building the control plane and tools into bin/ (only what is missing; a cold build takes ~11 minutes)"
+step "building the control plane and tools into bin/ (only what is missing; a cold build takes ~20 minutes)"
 hack/build-tools.sh controller-gen etcd kubernetes kwok kube-state-metrics
 step "building the operator"
 go build -o "$BIN/manager" ./cmd
