@@ -8,7 +8,7 @@
 # operator's go.mod. A tool is rebuilt only when its binary is missing or its
 # pinned version changed.
 #
-# Usage: hack/build-tools.sh [kubernetes|etcd|kwok|kube-state-metrics|controller-gen ...]
+# Usage: hack/build-tools.sh [kubernetes|etcd|kwok|kube-state-metrics|controller-gen|prometheus-operator-crds ...]
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -116,8 +116,35 @@ build_controller_gen() {
   echo "$CONTROLLER_TOOLS_VERSION" >"$BIN/.build/controller-gen.stamp"
 }
 
+# The Prometheus Operator CRDs the shipped manifests use (ServiceMonitor,
+# PodMonitor, PrometheusRule), for the server-side dry-run in test/manifests.
+# The operator's module publishes no CRD YAML at the pinned version, so
+# controller-gen generates it from the API module's Go types, as upstream does.
+build_prometheus_operator_crds() {
+  local out="$BIN/crds/prometheus-operator" stamp="$PROMETHEUS_OPERATOR_VERSION/$CONTROLLER_TOOLS_VERSION"
+  local crds=(servicemonitors podmonitors prometheusrules) c
+  local fresh=1
+  [[ "$(cat "$BIN/.build/prometheus-operator-crds.stamp" 2>/dev/null)" == "$stamp" ]] || fresh=0
+  for c in "${crds[@]}"; do [[ -s "$out/monitoring.coreos.com_$c.yaml" ]] || fresh=0; done
+  if ((fresh)); then return; fi
+  build_controller_gen
+  log "prometheus-operator CRDs $PROMETHEUS_OPERATOR_VERSION: ${crds[*]}"
+  local dir; dir=$(new_module prometheus-operator-crds)
+  local pkg=github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring
+  (
+    cd "$dir"
+    echo "require $pkg $PROMETHEUS_OPERATOR_VERSION" >>go.mod
+    printf 'package main\n\nimport _ "%s/v1"\n' "$pkg" >main.go
+    go mod tidy
+    "$BIN/controller-gen" crd:crdVersions=v1 paths="$pkg/v1" output:crd:dir="$dir/out"
+  )
+  rm -rf "$out" && mkdir -p "$out"
+  for c in "${crds[@]}"; do cp "$dir/out/monitoring.coreos.com_$c.yaml" "$out/"; done
+  echo "$stamp" >"$BIN/.build/prometheus-operator-crds.stamp"
+}
+
 tools=("$@")
-[[ ${#tools[@]} -gt 0 ]] || tools=(controller-gen etcd kubernetes kwok kube-state-metrics)
+[[ ${#tools[@]} -gt 0 ]] || tools=(controller-gen etcd kubernetes kwok kube-state-metrics prometheus-operator-crds)
 for t in "${tools[@]}"; do
   case $t in
     kubernetes) build_kubernetes ;;
@@ -125,6 +152,7 @@ for t in "${tools[@]}"; do
     kwok) build_kwok ;;
     kube-state-metrics) build_kube_state_metrics ;;
     controller-gen) build_controller_gen ;;
+    prometheus-operator-crds) build_prometheus_operator_crds ;;
     *) echo "unknown tool: $t" >&2; exit 2 ;;
   esac
 done
