@@ -1,6 +1,8 @@
 // Package manifests checks the kustomize trees as users render them
 // (kubectl kustomize, the way make install.yaml and kubectl apply -k do):
-// the release facts that live in more than one file must agree.
+// the release facts that live in more than one file must agree, and every
+// shipped tree is accepted by a real API server (server-side apply, dry-run)
+// with our CRD and the Prometheus Operator CRDs installed (dryrun_test.go).
 //
 // kubectl comes from bin/ (make tools, or hack/test.sh, builds it), else from
 // PATH. Without one the tests skip on a developer machine and fail in CI.
