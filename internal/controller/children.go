@@ -107,7 +107,7 @@ func (r *KSMScaleReconciler) reconcileRoleBinding(ctx context.Context, s *scope)
 		// binding as it is, neither granting nor taking away.
 		return ctrl.Result{}, nil
 	}
-	want := ksm.BuildClusterRoleBinding(s.cfg, r.KSMClusterRole, r.allowed(s.previousNamespaces)...)
+	want := ksm.BuildClusterRoleBinding(s.cfg, r.KSMClusterRole, r.allowed(s.obs.previousNamespaces)...)
 	have := &rbacv1.ClusterRoleBinding{}
 	if err := r.Get(ctx, client.ObjectKeyFromObject(want), have); err == nil &&
 		metav1.IsControlledBy(have, s.ksm) && have.RoleRef != want.RoleRef {
@@ -128,20 +128,7 @@ func (r *KSMScaleReconciler) reconcileRoleBinding(ctx context.Context, s *scope)
 // deleteBinding removes the KSMScale's ClusterRoleBinding, when its
 // namespace is gone or not allowed.
 func (r *KSMScaleReconciler) deleteBinding(ctx context.Context, s *scope) error {
-	b := &rbacv1.ClusterRoleBinding{}
-	err := r.Get(ctx, client.ObjectKey{Name: ksm.ClusterRoleBindingName(s.cfg.Name)}, b)
-	if apierrors.IsNotFound(err) || (err == nil && (!metav1.IsControlledBy(b, s.ksm) || !b.DeletionTimestamp.IsZero())) {
-		return nil
-	}
-	if err != nil {
-		return classify(err, "get ClusterRoleBinding "+b.Name)
-	}
-	uid := b.UID
-	if err := r.Delete(ctx, b, client.Preconditions{UID: &uid}); client.IgnoreNotFound(err) != nil {
-		return classify(err, "delete ClusterRoleBinding "+b.Name)
-	}
-	log.FromContext(ctx).Info("deleted", "kind", "ClusterRoleBinding", "name", b.Name)
-	return nil
+	return r.deleteIfControlled(ctx, s, &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: ksm.ClusterRoleBindingName(s.cfg.Name)}})
 }
 
 func (r *KSMScaleReconciler) reconcileService(ctx context.Context, s *scope) (ctrl.Result, error) {

@@ -27,7 +27,7 @@ import (
 // containers) do not count: they are not edits of what the operator built.
 func specWrittenByOthers(obj metav1.Object) bool {
 	for _, e := range obj.GetManagedFields() {
-		if e.Manager == FieldOwner || e.Subresource != "" || e.FieldsV1 == nil {
+		if !foreignWrite(e) || e.FieldsV1 == nil {
 			continue
 		}
 		var fields map[string]json.RawMessage
@@ -39,6 +39,12 @@ func specWrittenByOthers(obj metav1.Object) bool {
 		}
 	}
 	return false
+}
+
+// foreignWrite: the entry records a write by another field manager through
+// the object itself, not through a subresource.
+func foreignWrite(e metav1.ManagedFieldsEntry) bool {
+	return e.Manager != FieldOwner && e.Subresource == ""
 }
 
 // writtenGenerations remembers, per Deployment, the metadata.generation
@@ -93,7 +99,7 @@ func keepForeignWrites(in any) (any, error) {
 	}
 	var kept []metav1.ManagedFieldsEntry
 	for _, e := range o.GetManagedFields() {
-		if e.Manager != FieldOwner && e.Subresource == "" {
+		if foreignWrite(e) {
 			kept = append(kept, e)
 		}
 	}

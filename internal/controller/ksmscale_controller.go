@@ -139,9 +139,6 @@ type scope struct {
 	now time.Time
 	// nodes are the names of the cluster's nodes.
 	nodes map[string]bool
-	// previousNamespaces still hold this KSMScale's objects after a change
-	// of spec.namespace.
-	previousNamespaces []string
 	// serviceAccountOwned: the pass found or made the KSMScale's own
 	// ServiceAccount; only then may the binding name it.
 	serviceAccountOwned bool
@@ -255,7 +252,7 @@ func (r *KSMScaleReconciler) reconcileAll(ctx context.Context, s *scope) (ctrl.R
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	s.previousNamespaces, s.obs.previousNamespaces = prev, prev
+	s.obs.previousNamespaces = prev
 
 	// The phases run independently: a child that cannot be written (a
 	// quota, a webhook, a name conflict) does not stop the others, and above
@@ -271,7 +268,7 @@ func (r *KSMScaleReconciler) reconcileAll(ctx context.Context, s *scope) (ctrl.R
 	}
 	if s.cfg.Paused {
 		// Observe and report only; the workload phase reads without writing.
-		phases = phases[3:4]
+		phases = []func(context.Context, *scope) (ctrl.Result, error){r.reconcileWorkload}
 	}
 	var result ctrl.Result
 	var errs []error

@@ -24,7 +24,8 @@ import (
 // keep exporting.
 
 // previousNamespaces returns the namespaces other than spec.namespace that
-// still hold a ServiceAccount or pods of this KSMScale, sorted.
+// still hold a ServiceAccount, shard pods or a Deployment of this KSMScale,
+// sorted.
 func (r *KSMScaleReconciler) previousNamespaces(ctx context.Context, s *scope) ([]string, error) {
 	seen := map[string]bool{}
 	sas := &corev1.ServiceAccountList{}
@@ -64,10 +65,10 @@ func (r *KSMScaleReconciler) previousNamespaces(ctx context.Context, s *scope) (
 // retirePreviousNamespaces deletes what this KSMScale left in its previous
 // namespaces, once the workload in spec.namespace has settled.
 func (r *KSMScaleReconciler) retirePreviousNamespaces(ctx context.Context, s *scope) error {
-	if len(s.previousNamespaces) == 0 || !s.obs.workloadSettled {
+	if len(s.obs.previousNamespaces) == 0 || !s.obs.workloadSettled {
 		return nil
 	}
-	for _, ns := range s.previousNamespaces {
+	for _, ns := range s.obs.previousNamespaces {
 		pods := &corev1.PodList{}
 		if err := r.List(ctx, pods, client.InNamespace(ns), client.MatchingFields{ownerIndex: string(s.ksm.UID)}); err != nil {
 			return fmt.Errorf("list pods in %s: %w", ns, err)
@@ -102,7 +103,7 @@ func (r *KSMScaleReconciler) retirePreviousNamespaces(ctx context.Context, s *sc
 		log.FromContext(ctx).Info("retiring the previous namespace", "namespace", ns, "pods", len(pods.Items))
 	}
 	r.event(s, corev1.EventTypeNormal, EventNamespaceMoved, "MoveNamespace",
-		"the workload in %s has settled; removing the one in %v", s.cfg.Namespace, s.previousNamespaces)
+		"the workload in %s has settled; removing the one in %v", s.cfg.Namespace, s.obs.previousNamespaces)
 	return nil
 }
 
