@@ -111,11 +111,7 @@ func TestAdmissionMutationsAreNotFought(t *testing.T) {
 	startDeploymentController(t, ns)
 	installMeshPolicies(t, ns)
 
-	createKSMScale(t, &v1alpha1.KSMScale{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: v1alpha1.KSMScaleSpec{
-		Namespace: ns,
-		Sharding: &v1alpha1.ShardingConfig{Enabled: true, ShardCount: 3,
-			Advanced: &v1alpha1.AdvancedShardingConfig{MinReadySeconds: ptr.To[int32](1)}},
-	}})
+	createKSMScale(t, shardedKSMScale(name, ns, 3, 1))
 	pods := waitConverged(t, ns, name, 3, mutated)
 	quiet := func(t *testing.T, objs ...client.Object) {
 		t.Helper()

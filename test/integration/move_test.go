@@ -11,10 +11,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	v1alpha1 "github.com/ksmscale/ksm-scale-operator/api/v1alpha1"
 	"github.com/ksmscale/ksm-scale-operator/test/coverage"
 )
 
@@ -26,11 +24,7 @@ func TestNamespaceMove(t *testing.T) {
 		createNamespace(t, ns)
 		startKubelet(t, ns)
 	}
-	createKSMScale(t, &v1alpha1.KSMScale{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: v1alpha1.KSMScaleSpec{
-		Namespace: from,
-		Sharding: &v1alpha1.ShardingConfig{Enabled: true, ShardCount: 3,
-			Advanced: &v1alpha1.AdvancedShardingConfig{MinReadySeconds: ptr.To[int32](2)}},
-	}})
+	createKSMScale(t, shardedKSMScale(name, from, 3, 2))
 	waitConverged(t, from, name, 3, nil)
 
 	// Watch both namespaces at once: a shard counts as covered by a Ready

@@ -13,7 +13,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/ksmscale/ksm-scale-operator/api/v1alpha1"
@@ -47,11 +46,7 @@ func TestPartialFailures(t *testing.T) {
 	const ns, name = "partial", "partial"
 	createNamespace(t, ns)
 	startKubelet(t, ns)
-	createKSMScale(t, &v1alpha1.KSMScale{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: v1alpha1.KSMScaleSpec{
-		Namespace: ns,
-		Sharding: &v1alpha1.ShardingConfig{Enabled: true, ShardCount: 3,
-			Advanced: &v1alpha1.AdvancedShardingConfig{MinReadySeconds: ptr.To[int32](1)}},
-	}})
+	createKSMScale(t, shardedKSMScale(name, ns, 3, 1))
 	waitConverged(t, ns, name, 3, nil)
 	svcName := "kube-state-metrics-" + name
 	nodes := 0

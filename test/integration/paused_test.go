@@ -20,12 +20,9 @@ func TestPausedAndProgressDeadline(t *testing.T) {
 	const ns, name = "paused", "paused"
 	createNamespace(t, ns)
 	kubelet := startKubelet(t, ns)
-	createKSMScale(t, &v1alpha1.KSMScale{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: v1alpha1.KSMScaleSpec{
-		Namespace:               ns,
-		ProgressDeadlineSeconds: ptr.To[int32](5),
-		Sharding: &v1alpha1.ShardingConfig{Enabled: true, ShardCount: 2,
-			Advanced: &v1alpha1.AdvancedShardingConfig{MinReadySeconds: ptr.To[int32](1)}},
-	}})
+	k := shardedKSMScale(name, ns, 2, 1)
+	k.Spec.ProgressDeadlineSeconds = ptr.To[int32](5)
+	createKSMScale(t, k)
 	waitConverged(t, ns, name, 2, nil)
 	waitStatus(t, name, 30*time.Second, func(k *v1alpha1.KSMScale) error {
 		return wantCondition(k, v1alpha1.ConditionReady, metav1.ConditionTrue, controller.ReasonConverged)

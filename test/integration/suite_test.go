@@ -21,6 +21,7 @@ import (
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -206,6 +207,16 @@ func createNamespace(t *testing.T, name string) {
 	if err := k8s.Create(testCtx, ns); err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatalf("create namespace %s: %v", name, err)
 	}
+}
+
+// shardedKSMScale is a KSMScale running `shards` shards in ns with a short
+// settle time, as most scenarios need.
+func shardedKSMScale(name, ns string, shards, minReadySeconds int32) *v1alpha1.KSMScale {
+	return &v1alpha1.KSMScale{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: v1alpha1.KSMScaleSpec{
+		Namespace: ns,
+		Sharding: &v1alpha1.ShardingConfig{Enabled: true, ShardCount: shards,
+			Advanced: &v1alpha1.AdvancedShardingConfig{MinReadySeconds: ptr.To(minReadySeconds)}},
+	}}
 }
 
 // createKSMScale creates k and deletes it when the test ends.
