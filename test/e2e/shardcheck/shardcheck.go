@@ -19,7 +19,7 @@
 //   - the union of the shards equals the unsharded output, series for series;
 //   - no series is exported by two shards;
 //   - how evenly the pods fell on the shards (share per shard, max/min);
-//   - how many objects landed on the shard ShardOf (shardof.go) predicts.
+//   - how many objects landed on the shard ksm.ShardOf (internal/ksm/shardof.go) predicts.
 //
 // Every process it starts is stopped by PID before Run returns, also on
 // failure and when its context is cancelled.
@@ -474,7 +474,7 @@ func (o objects) expectedCounts(total int32) map[int32]map[string]int {
 	}
 	for f, m := range o.byFamily() {
 		for _, uid := range m {
-			out[ShardOf(uid, total)][f]++
+			out[ksm.ShardOf(uid, total)][f]++
 			out[-1][f]++
 		}
 	}
@@ -625,12 +625,12 @@ func report(out io.Writer, insts []*instance, objs objects, total int32, verbose
 				switch {
 				case !found:
 					unknown++
-				case ShardOf(uid, total) == in.shard:
+				case ksm.ShardOf(uid, total) == in.shard:
 					hit++
 				default:
 					miss++
 					if miss <= 5 {
-						fmt.Fprintf(out, "      shard %d exports %s, ShardOf says shard %d\n", in.shard, s, ShardOf(uid, total))
+						fmt.Fprintf(out, "      shard %d exports %s, ShardOf says shard %d\n", in.shard, s, ksm.ShardOf(uid, total))
 					}
 				}
 			}

@@ -1,4 +1,4 @@
-package shardcheck
+package ksm
 
 import (
 	"fmt"

@@ -1,4 +1,4 @@
-package shardcheck
+package ksm
 
 import (
 	"hash/fnv"
@@ -10,8 +10,8 @@ import (
 // with the algorithm kube-state-metrics itself uses (pkg/sharding): the
 // Lamping–Veach jump consistent hash of the FNV-1a 64-bit hash of the UID.
 // (KSM's README speaks of md5 and modulo; its code does this.) The e2e suite
-// checks it against real KSM processes. It lives here, beside the only code
-// that uses it, the e2e shard check.
+// checks it against real KSM processes. The operator uses it to know exactly
+// how many nodes and namespaces a shard must export before it hands over.
 func ShardOf(uid types.UID, total int32) int32 {
 	if total <= 1 {
 		return 0
