@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
@@ -32,7 +33,8 @@ func init() {
 func main() {
 	var (
 		metricsAddr, probeAddr, pprofAddr, leaderNamespace, ksmRole, ksmNamespaces string
-		leaderElect, secureMetrics, enableHTTP2, showVersion                       bool
+		leaderElect, secureMetrics, enableHTTP2, showVersion, verifyHandover       bool
+		verifyTimeout                                                              time.Duration
 	)
 	flag.BoolVar(&showVersion, "version", false, "Print the version, git revision and Go version, and exit.")
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address of the metrics endpoint; \"0\" turns it off.")
@@ -49,6 +51,13 @@ func main() {
 	flag.StringVar(&ksmNamespaces, "ksm-namespaces", "monitoring",
 		"Comma-separated namespaces a KSMScale may run kube-state-metrics in (its spec.namespace); \"*\" allows every namespace. "+
 			"kube-state-metrics reads every Secret of the cluster, so only namespaces whose pods and ServiceAccounts are as trusted as that belong here.")
+	flag.BoolVar(&verifyHandover, "verify-handover", true,
+		"Give every kube-state-metrics pod a readiness gate and set it only once the pod's own metrics show the objects it must export, "+
+			"so that nothing is retired before its replacement has listed the cluster. The operator then scrapes pods on their metrics port "+
+			"while they take over (allow it in NetworkPolicies). Off: Ready plus the settle time, as kube-state-metrics' /readyz does not wait for its first list.")
+	flag.DurationVar(&verifyTimeout, "verify-timeout", controller.DefaultVerifyTimeout,
+		"How long a pod that answers but exports less than it should (it cannot list a kind, say) may wait before it takes over unverified, with a Warning. "+
+			"A pod whose metrics cannot be read at all takes over after the settle time.")
 	opts := zap.Options{Development: false}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -88,7 +97,11 @@ func main() {
 	}
 
 	ctx := ctrl.SetupSignalHandler()
-	var setupOpts []controller.Option
+	if verifyTimeout <= 0 {
+		setupLog.Error(fmt.Errorf("--verify-timeout must be positive, got %s", verifyTimeout), "bad flag")
+		os.Exit(2)
+	}
+	setupOpts := []controller.Option{controller.VerifyHandover(verifyHandover, verifyTimeout)}
 	if ksmNamespaces != "*" {
 		setupOpts = append(setupOpts, controller.AllowNamespaces(strings.Split(ksmNamespaces, ",")...))
 	}

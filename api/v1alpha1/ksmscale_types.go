@@ -241,6 +241,12 @@ const (
 	// ConditionStalled is True when the operator cannot make progress without
 	// a person (it mirrors Degraded, including ProgressDeadlineExceeded).
 	ConditionStalled = "Stalled"
+	// ConditionMetricsVerified is True when every kube-state-metrics pod
+	// showed in its own metrics the objects it must export before it took
+	// over; False while pods wait for that, or when a pod took over after the
+	// settle time without it (reason HandoverUnverified says which and why).
+	// Absent when the operator runs with --verify-handover=false.
+	ConditionMetricsVerified = "MetricsVerified"
 )
 
 // KSMScaleStatus is what the operator observed on its last pass.

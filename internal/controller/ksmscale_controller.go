@@ -66,12 +66,15 @@ type KSMScaleReconciler struct {
 	deleted deletions
 	// written holds the generation of the operator's last Deployment write.
 	written writtenGenerations
+	// verify verifies hand-overs from the pods' own metrics (verify.go).
+	verify *verifier
 }
 
 // +kubebuilder:rbac:groups=monitor.example.com,resources=ksmscales,verbs=get;list;watch
 // +kubebuilder:rbac:groups=monitor.example.com,resources=ksmscales/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=monitor.example.com,resources=ksmscales/finalizers,verbs=update
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;create;delete
+// +kubebuilder:rbac:groups="",resources=pods/status,verbs=patch
 // +kubebuilder:rbac:groups="",resources=services;serviceaccounts,verbs=get;list;watch;create;update;delete
 // +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;update;delete
 // +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;delete
@@ -97,6 +100,8 @@ func (r *KSMScaleReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	}
 
 	s := &scope{ksm: k, cfg: ksm.Resolve(k), now: r.now()}
+	s.cfg.VerifyHandover = r.verify != nil && r.verify.enabled
+	s.obs.verifyEnabled = s.cfg.VerifyHandover
 	s.obs.generation, s.obs.namespace = k.Generation, s.cfg.Namespace
 	s.obs.paused, s.obs.progressDeadline = s.cfg.Paused, s.cfg.ProgressDeadline
 	s.obs.sharded = s.cfg.Sharded
@@ -261,6 +266,7 @@ func (r *KSMScaleReconciler) reconcileAll(ctx context.Context, s *scope) (ctrl.R
 		r.reconcileServiceAccount,
 		r.reconcileRoleBinding,
 		r.reconcileService,
+		r.verifyHandovers,
 		r.reconcileWorkload,
 		func(ctx context.Context, s *scope) (ctrl.Result, error) {
 			return ctrl.Result{}, r.retirePreviousNamespaces(ctx, s)
@@ -387,6 +393,9 @@ func (r *KSMScaleReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Mana
 		For(&v1alpha1.KSMScale{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Owns(&appsv1.Deployment{}).
 		Owns(&corev1.Pod{}).
+		// The Deployment's replicas are owned by its ReplicaSets; their
+		// readiness and the verification of their metrics matter too.
+		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(replicaOwner)).
 		Owns(&corev1.Service{}).
 		Owns(&policyv1.PodDisruptionBudget{}).
 		Owns(&rbacv1.ClusterRoleBinding{}).
@@ -395,6 +404,16 @@ func (r *KSMScaleReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Mana
 		WatchesMetadata(metadataOf("Namespace"), handler.EnqueueRequestsFromMapFunc(r.ksmScalesInNamespace), builder.WithPredicates(predicate.Or[client.Object](createDelete, deleting))).
 		WithOptions(controller.Options{MaxConcurrentReconciles: 4}).
 		Complete(r)
+}
+
+// replicaOwner maps an unsharded replica to its KSMScale by the instance
+// label the Deployment's selector includes.
+func replicaOwner(_ context.Context, o client.Object) []reconcile.Request {
+	l := o.GetLabels()
+	if l[ksm.LabelSharded] != "false" || l[ksm.LabelKSMScale] == "" {
+		return nil
+	}
+	return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: l[ksm.LabelKSMScale]}}}
 }
 
 func (r *KSMScaleReconciler) allKSMScales(ctx context.Context, _ client.Object) []reconcile.Request {

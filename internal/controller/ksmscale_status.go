@@ -48,6 +48,16 @@ const (
 	ReasonConverged = "Converged"
 	// ReasonPaused: spec.paused is true; the operator changes nothing.
 	ReasonPaused = "Paused"
+	// ReasonVerified: every kube-state-metrics pod showed the objects it
+	// must export before it took over.
+	ReasonVerified = "Verified"
+	// ReasonVerifying: pods with ready containers wait until their metrics
+	// show the objects they must export.
+	ReasonVerifying = "Verifying"
+	// ReasonHandoverUnverified: pods took over after the settle time without
+	// verified metrics (unreachable, or exporting less than they should);
+	// the message names them and says why.
+	ReasonHandoverUnverified = "HandoverUnverified"
 	// ReasonProgressDeadlineExceeded: a change has been in progress for
 	// longer than spec.progressDeadlineSeconds (pods that never become Ready,
 	// say). The operator keeps trying; a new spec restarts the clock.
@@ -91,6 +101,10 @@ type observation struct {
 	plan              ksm.Plan
 	deploymentPresent bool
 	deploymentReady   bool
+
+	// verifyEnabled: --verify-handover; verify: what the pods' gates say.
+	verifyEnabled bool
+	verify        verifyState
 }
 
 // computeStatus derives the whole status from one observation. It never reads
@@ -166,6 +180,7 @@ func computeStatus(prev v1alpha1.KSMScaleStatus, o observation, now metav1.Time)
 		readyReason, readyMsg = availReason, availMsg
 	}
 	setCondition(&st, v1alpha1.ConditionReady, ready, readyReason, readyMsg, o.generation, now)
+	setVerifiedCondition(&st, o, now)
 	setCondition(&st, v1alpha1.ConditionReconciling, progressing, progReason, progMsg, o.generation, now)
 	setCondition(&st, v1alpha1.ConditionStalled, degraded, degReason, degMsg, o.generation, now)
 	return st
@@ -283,4 +298,27 @@ func setCondition(st *v1alpha1.KSMScaleStatus, typ string, status bool, reason, 
 	meta.SetStatusCondition(&st.Conditions, metav1.Condition{
 		Type: typ, Status: s, Reason: reason, Message: msg, ObservedGeneration: gen, LastTransitionTime: now,
 	})
+}
+
+// setVerifiedCondition reports the hand-over verification: removed when it is
+// off, False while a fallback pod serves (it says which and why) or pods
+// wait, True when every pod was verified.
+func setVerifiedCondition(st *v1alpha1.KSMScaleStatus, o observation, now metav1.Time) {
+	if !o.verifyEnabled {
+		meta.RemoveStatusCondition(&st.Conditions, v1alpha1.ConditionMetricsVerified)
+		return
+	}
+	v := o.verify
+	switch {
+	case len(v.unverified) > 0:
+		setCondition(st, v1alpha1.ConditionMetricsVerified, false, ReasonHandoverUnverified,
+			truncate(fmt.Sprintf("%d pods serve without verified metrics (the settle time was used instead): %s",
+				len(v.unverified), strings.Join(v.unverified, "; ")), 2048), o.generation, now)
+	case len(v.waiting) > 0:
+		setCondition(st, v1alpha1.ConditionMetricsVerified, false, ReasonVerifying,
+			fmt.Sprintf("waiting until the metrics of %s show the objects they must export", strings.Join(v.waiting, ", ")), o.generation, now)
+	default:
+		setCondition(st, v1alpha1.ConditionMetricsVerified, true, ReasonVerified,
+			"every kube-state-metrics pod showed the objects it must export before it took over", o.generation, now)
+	}
 }

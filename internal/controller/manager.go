@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -88,6 +89,13 @@ func AllowNamespaces(names ...string) Option {
 	}
 }
 
+// VerifyHandover turns the verified hand-over on or off (default on) and
+// sets how long a pod that answers but exports less than it should may wait
+// before it takes over unverified (default DefaultVerifyTimeout).
+func VerifyHandover(enabled bool, timeout time.Duration) Option {
+	return func(r *KSMScaleReconciler) { r.verify = newVerifier(enabled, timeout) }
+}
+
 // Setup wires the KSMScale controller into a manager built with
 // CacheOptions; cmd/main.go and the test suites share it.
 func Setup(ctx context.Context, mgr ctrl.Manager, ksmClusterRole string, opts ...Option) error {
@@ -96,6 +104,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, ksmClusterRole string, opts ..
 		APIReader:      mgr.GetAPIReader(),
 		Recorder:       mgr.GetEventRecorder("ksm-scale-operator"),
 		KSMClusterRole: ksmClusterRole,
+		verify:         newVerifier(true, DefaultVerifyTimeout),
 	}
 	for _, o := range opts {
 		o(r)

@@ -278,16 +278,26 @@ func observePod(p *corev1.Pod, name string, total int32, rev string) ksm.Observe
 	deleting := !p.DeletionTimestamp.IsZero()
 	o.Terminal = terminal && !deleting
 	o.Active = !terminal && !deleting
-	containersReady := false
+	readyCond, containersReady := false, false
+	var containersSince time.Time
 	for _, cond := range p.Status.Conditions {
 		if cond.Type == corev1.PodReady && cond.Status == corev1.ConditionTrue {
-			o.Ready, o.ReadySince = true, cond.LastTransitionTime.Time
+			readyCond, o.ReadySince = true, cond.LastTransitionTime.Time
 		}
 		if cond.Type == corev1.ContainersReady && cond.Status == corev1.ConditionTrue {
-			containersReady = true
+			containersReady, containersSince = true, cond.LastTransitionTime.Time
 		}
 	}
-	if o.Active && !o.Ready && containersReady && p.Status.Phase == corev1.PodRunning {
+	// Ready counts only with every readiness gate True, whatever plays the
+	// kubelet: the gate is what makes Ready mean "exports its objects". The
+	// settle time is a floor counted from the containers becoming ready, so
+	// a pod verified late is not held for another settle time on top.
+	gated, gatesOK := readinessGates(p)
+	o.Ready = readyCond && gatesOK
+	if gated && o.Ready && containersReady {
+		o.ReadySince = containersSince
+	}
+	if o.Active && !readyCond && containersReady && gatesOK && p.Status.Phase == corev1.PodRunning {
 		// Containers ready but the pod not: the node lifecycle controller
 		// marked it so because its node stopped reporting (MarkPodsNotReady
 		// leaves ContainersReady alone; a failing probe clears both). Its
@@ -378,4 +388,18 @@ func (r *KSMScaleReconciler) podEvent(s *scope, pod *corev1.Pod, eventType, reas
 		related = pod
 	}
 	r.Recorder.Eventf(s.ksm, related, eventType, reason, action, note, args...)
+}
+
+// readinessGates reports whether the pod has readiness gates and whether all
+// of them are True.
+func readinessGates(p *corev1.Pod) (gated, allTrue bool) {
+	for _, g := range p.Spec.ReadinessGates {
+		ok := slices.ContainsFunc(p.Status.Conditions, func(c corev1.PodCondition) bool {
+			return c.Type == g.ConditionType && c.Status == corev1.ConditionTrue
+		})
+		if !ok {
+			return true, false
+		}
+	}
+	return len(p.Spec.ReadinessGates) > 0, true
 }

@@ -63,6 +63,7 @@ func shardedExample() Config {
 		ScaleUpStabilizationSeconds:   60,
 		ScaleDownStabilizationSeconds: 300,
 		ProgressDeadline:              10 * time.Minute,
+		VerifyHandover:                true,
 	}
 }
 
@@ -82,6 +83,7 @@ func unshardedExample() Config {
 		ScaleUpStabilizationSeconds:   60,
 		ScaleDownStabilizationSeconds: 300,
 		ProgressDeadline:              10 * time.Minute,
+		VerifyHandover:                true,
 	}
 }
 
@@ -651,6 +653,8 @@ func TestResolve(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			// VerifyHandover is the operator's flag, not the spec's.
+			tc.want.VerifyHandover = false
 			if diff := cmp.Diff(tc.want, Resolve(tc.in)); diff != "" {
 				t.Errorf("Resolve() (-want +got):\n%s", diff)
 			}

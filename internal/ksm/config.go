@@ -44,6 +44,12 @@ type Config struct {
 	// ProgressDeadline is how long a change may stay in progress before it
 	// is reported as stalled.
 	ProgressDeadline time.Duration
+
+	// VerifyHandover is the operator's --verify-handover, not a spec field:
+	// every pod carries the readiness gate MetricsVerifiedGate, and the
+	// operator marks it only once the pod has shown that it exports the
+	// objects it is meant to (see internal/controller/verify.go).
+	VerifyHandover bool
 }
 
 // Resolve reads a KSMScale into a Config.

@@ -24,7 +24,12 @@ func BuildDeployment(c Config, replicas int32) *appsv1.Deployment {
 		Spec: appsv1.DeploymentSpec{
 			Replicas:             ptr.To(replicas),
 			RevisionHistoryLimit: ptr.To[int32](3),
-			Selector:             &metav1.LabelSelector{MatchLabels: UnshardedSelector(c.Name)},
+			// A new replica counts as available, and an old one is removed,
+			// only after it has been Ready this long: the same floor as a
+			// shard's settle time. With verified hand-overs Ready already
+			// waits for the pod's metrics; this stays as the floor.
+			MinReadySeconds: c.MinReadySeconds,
+			Selector:        &metav1.LabelSelector{MatchLabels: UnshardedSelector(c.Name)},
 			Strategy: appsv1.DeploymentStrategy{
 				Type: appsv1.RollingUpdateDeploymentStrategyType,
 				RollingUpdate: &appsv1.RollingUpdateDeployment{

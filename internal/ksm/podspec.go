@@ -20,6 +20,15 @@ const (
 	runAsUser = 65534
 )
 
+// MetricsVerifiedGate is the readiness gate of every kube-state-metrics pod
+// when hand-overs are verified. kube-state-metrics reports ready before its
+// first list has finished (its /readyz does not wait for the informers), so
+// Ready alone would let the Service, the PodDisruptionBudget and the
+// operator's own replacement rules count a pod that still serves an empty or
+// partial set. The operator sets this condition once the pod's own metrics
+// show the objects it must export; only then does kubelet report it Ready.
+const MetricsVerifiedGate corev1.PodConditionType = "ksmscale.example.com/metrics-verified"
+
 // baseArgs are the listen flags every kube-state-metrics container gets.
 func baseArgs() []string {
 	return []string{
@@ -45,7 +54,12 @@ func ShardArgs(c Config, shard, total int32) []string {
 // passes the Pod Security Standard "restricted" and mirrors the security
 // settings of the KSM project's own manifests.
 func podSpec(c Config, args []string, affinity *corev1.Affinity) corev1.PodSpec {
+	var gates []corev1.PodReadinessGate
+	if c.VerifyHandover {
+		gates = []corev1.PodReadinessGate{{ConditionType: MetricsVerifiedGate}}
+	}
 	return corev1.PodSpec{
+		ReadinessGates:               gates,
 		ServiceAccountName:           ServiceAccountName(c.Name),
 		AutomountServiceAccountToken: ptr.To(true),
 		NodeSelector:                 c.NodeSelector,
