@@ -38,7 +38,9 @@ type fakeKSM struct {
 	mu     sync.Mutex
 	lines  []string
 	status int
-	srv    *httptest.Server
+	// onServe, if set, runs (once) when a body is served.
+	onServe func()
+	srv     *httptest.Server
 }
 
 func newFakeKSM(t *testing.T, lines ...string) *fakeKSM {
@@ -53,6 +55,10 @@ func newFakeKSM(t *testing.T, lines ...string) *fakeKSM {
 		fmt.Fprintln(w, "# HELP kube_pod_info Information about pod.\n# TYPE kube_pod_info gauge")
 		for _, l := range f.lines {
 			fmt.Fprintln(w, l)
+		}
+		if f.onServe != nil {
+			f.onServe()
+			f.onServe = nil
 		}
 	}))
 	t.Cleanup(f.srv.Close)
@@ -94,6 +100,12 @@ func (l *targetList) get(context.Context) ([]Target, error) {
 func ticksAfterReset(t *testing.T, w *Watcher, n int) Report {
 	t.Helper()
 	w.Reset()
+	return ticks(t, w, n)
+}
+
+// ticks waits until the measurement has n ticks.
+func ticks(t *testing.T, w *Watcher, n int) Report {
+	t.Helper()
 	var r Report
 	wait.Eventually(t, 20*time.Millisecond, 30*time.Second, fmt.Sprintf("%d ticks", n), func() error {
 		if r = w.Report(); r.Ticks < n {
@@ -222,6 +234,44 @@ func TestAccounting(t *testing.T) {
 			}
 			return nil
 		})
+	})
+
+	t.Run("a deletion KSM saw first is not missing", func(t *testing.T) {
+		if err := mc.Tracker().Add(objMeta("Pod", "ns-a", "p-u4", "u4")); err != nil {
+			t.Fatal(err)
+		}
+		b.set(http.StatusOK, append(slices.Clone(linesB), pod("u4"))...)
+		time.Sleep(grace) // so that u4 is required
+		wait.Eventually(t, 20*time.Millisecond, 30*time.Second, "u4 exported", func() error {
+			if l := w.Report().Last; l.Missing != 0 || l.Exported["b"] != 6 {
+				return fmt.Errorf("last tick: %+v", l)
+			}
+			return nil
+		})
+		// B stops exporting u4 and, a moment after serving, the API
+		// server deletes it: KSM learnt of the deletion before this
+		// watcher did. The tick that scraped B must not count u4.
+		// The serve must belong to a counted tick: reset, and wait for one
+		// tick, so the tick in progress began after the Reset.
+		ticksAfterReset(t, w, 1)
+		deleted := make(chan struct{})
+		b.mu.Lock()
+		b.lines = linesB
+		b.onServe = func() {
+			go func() {
+				defer close(deleted)
+				time.Sleep(5 * time.Millisecond)
+				if err := mc.Tracker().Delete(kindInfos[Pods].gvr, "ns-a", "p-u4"); err != nil {
+					t.Error(err)
+				}
+			}()
+		}
+		b.mu.Unlock()
+		<-deleted
+		r := ticks(t, w, 4)
+		if r.Worst.Missing != 0 {
+			t.Errorf("u4 counted missing: %s", r)
+		}
 	})
 
 	t.Run("targets error skips the tick", func(t *testing.T) {

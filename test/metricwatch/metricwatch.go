@@ -52,6 +52,11 @@ const (
 	DefaultScrapeTimeout = 5 * time.Second
 	// maxExamples is how many missing objects an Instant names, for logs.
 	maxExamples = 5
+	// confirmDelay is how long a tick waits before it counts an object
+	// nobody exported as missing, to see whether its deletion was merely
+	// on the way (at most half the interval). A tick with nothing missing
+	// does not wait.
+	confirmDelay = 300 * time.Millisecond
 )
 
 // Target is one endpoint serving kube-state-metrics' /metrics.
@@ -263,7 +268,9 @@ func Start(ctx context.Context, o Options) (*Watcher, error) {
 }
 
 // Reset starts a new measurement: call it just before the change to be
-// measured. The truth and the grace windows carry on.
+// measured. A tick already under way is not counted in it (its scrapes show
+// the state before the change); the first tick counted covers the time from
+// Reset. The truth and the grace windows carry on.
 func (w *Watcher) Reset() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -319,11 +326,24 @@ func (w *Watcher) tick(ctx context.Context) {
 		return
 	}
 	end := time.Now()
-	inst := w.evaluate(start, end, targets, results)
+	inst, candidates := w.evaluate(start, end, targets, results)
+	if len(candidates) > 0 {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(min(confirmDelay, w.opts.Interval/2)):
+		}
+	}
+	w.confirmMissing(&inst, candidates)
 	w.logChanges(targets, results, inst)
 
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if start.Before(w.report.Since) {
+		// Its scrapes began before Reset, so it shows the state before
+		// the change being measured; the next tick covers from Reset on.
+		return
+	}
 	from := w.lastTick
 	if w.report.Since.After(from) {
 		from = w.report.Since
@@ -349,10 +369,12 @@ func (w *Watcher) tick(ctx context.Context) {
 	r.Last = inst
 }
 
-// evaluate compares what the targets exported with the truth. Creation
-// grace is measured from start (before any scrape began), so an object
-// created during the scrapes is never required; deletion grace from end.
-func (w *Watcher) evaluate(start, end time.Time, targets []Target, results []scrapeResult) Instant {
+// evaluate compares what the targets exported with the truth and returns
+// the tick's Instant (without Missing, see confirmMissing) and the
+// required objects nobody exported. Creation grace is measured from start
+// (before any scrape began), so an object created during the scrapes is
+// never required; deletion grace from end.
+func (w *Watcher) evaluate(start, end time.Time, targets []Target, results []scrapeResult) (Instant, []candidate) {
 	inst := Instant{
 		At:               end,
 		Targets:          len(targets),
@@ -382,16 +404,14 @@ func (w *Watcher) evaluate(start, end time.Time, targets []Target, results []scr
 	w.truth.mu.Lock()
 	defer w.truth.mu.Unlock()
 	w.truth.forget(end.Add(-w.opts.Grace))
-	var examples []string
+	var missing []candidate
 	for _, k := range w.kinds {
 		objs, deleted := w.truth.objects[k], w.truth.deleted[k]
 		for key, o := range objs {
 			if start.Sub(o.since) < w.opts.Grace || exported[k][key] > 0 {
 				continue
 			}
-			inst.Missing++
-			inst.MissingByKind[k]++
-			examples = append(examples, string(k)+" "+o.name)
+			missing = append(missing, candidate{k, key, o.name})
 		}
 		if w.extraSince[k] == nil {
 			w.extraSince[k] = map[string]time.Time{}
@@ -423,12 +443,36 @@ func (w *Watcher) evaluate(start, end time.Time, targets []Target, results []scr
 			}
 		}
 	}
+	return inst, missing
+}
+
+// candidate is an object that no target exported at a tick.
+type candidate struct {
+	kind      Kind
+	key, name string
+}
+
+// confirmMissing counts the candidates that the truth still holds. It is
+// called a moment after evaluate: when an object is deleted, KSM may drop
+// it before this watcher's informer delivers the deletion, and such an
+// object is not missing, merely gone.
+func (w *Watcher) confirmMissing(inst *Instant, candidates []candidate) {
+	var examples []string
+	w.truth.mu.Lock()
+	for _, c := range candidates {
+		if _, ok := w.truth.objects[c.kind][c.key]; !ok {
+			continue
+		}
+		inst.Missing++
+		inst.MissingByKind[c.kind]++
+		examples = append(examples, string(c.kind)+" "+c.name)
+	}
+	w.truth.mu.Unlock()
 	sort.Strings(examples)
 	if len(examples) > maxExamples {
 		examples = examples[:maxExamples]
 	}
 	inst.MissingExamples = examples
-	return inst
 }
 
 // logChanges logs when a target starts or stops failing and when the
