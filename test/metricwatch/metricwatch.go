@@ -3,11 +3,12 @@
 //
 // test/coverage judges pods: is some complete generation of shard pods
 // Ready? That is necessary but not sufficient, because KSM turns Ready before
-// its first list is stored (see docs/architecture.md and DESIGN.md), so a
-// Ready generation may still export nothing. This watcher closes that gap: about
-// once a second it scrapes every serving target, streams each body through
-// internal/promtext, and compares the objects exported with the objects that
-// exist. It accumulates, per change being measured, missing object-seconds
+// its first list is stored (its /readyz does not wait for it, through
+// v2.20.0), so a Ready generation may still export nothing. This watcher
+// closes that gap: about once a second it scrapes every serving target,
+// streams each body through internal/promtext, and compares the objects
+// exported with the objects that exist. It accumulates, per change being
+// measured (see Reset), missing object-seconds
 // (objects nobody exported, times the tick length), the worst instant,
 // duplicate object-seconds (objects exported by two or more targets) and
 // extra object-seconds (objects exported that no longer exist).
@@ -61,7 +62,8 @@ const (
 
 // Target is one endpoint serving kube-state-metrics' /metrics.
 type Target struct {
-	// Name identifies the target in reports and logs (a pod name, "shard-0").
+	// Name identifies the target in reports and logs (a pod name, "shard-0");
+	// it should be unique, since Instant.Exported is keyed by it.
 	Name string
 	// URL is the full metrics URL, e.g. http://127.0.0.1:8080/metrics. Its
 	// host must be an IP address in 127.0.0.0/8.
