@@ -87,7 +87,8 @@ type Limits struct {
 	// A longer comment line, or a longer sample line of a family that is
 	// not wanted, is read through, discarded and counted in
 	// Stats.LongLines; a longer sample line of a wanted family is an error
-	// wrapping ErrLineTooLong. Default DefaultMaxLineBytes.
+	// wrapping ErrLineTooLong. Default DefaultMaxLineBytes; values below
+	// 64 are raised to 64.
 	MaxLineBytes int
 	// MaxBytes is the most Scan reads in total; past it, Scan stops with an
 	// error wrapping ErrTooLarge. Default DefaultMaxBytes.
