@@ -90,8 +90,8 @@ const (
 	// which Linux routes to the loopback interface as a whole: anything that
 	// dials a pod IP (a scrape of a shard) stays on this machine, and a
 	// process standing in for a pod (test/kubelet) can bind exactly its IP.
-	PodCIDR = "127.64.0.0/16"
-	serviceAccountIssuer  = "https://kubernetes.default.svc"
+	PodCIDR              = "127.64.0.0/16"
+	serviceAccountIssuer = "https://kubernetes.default.svc"
 
 	// nodeWorkers is how many nodes are created concurrently.
 	nodeWorkers = 16
