@@ -238,6 +238,9 @@ type Options struct {
 	// must not block on it (test/kubelet, which plays kubelet and reports
 	// what its probes see, including a process that never gets healthy).
 	NoWait bool
+	// Env is added to the process's environment (this process's own),
+	// e.g. a pod container's env.
+	Env []string
 }
 
 // Process is one running kube-state-metrics. Its methods are safe for
@@ -301,7 +304,7 @@ func Start(ctx context.Context, o Options) (_ *Process, err error) {
 	// test/proc puts it in its own process group, so Stop reaches any child
 	// too, and kills it when the caller dies, even by SIGKILL or a test
 	// timeout.
-	if p.proc, err = proc.Start(o.Name, o.Bin, o.Args, logFile); err != nil {
+	if p.proc, err = proc.Start(o.Name, o.Bin, o.Args, logFile, o.Env...); err != nil {
 		return nil, fmt.Errorf("ksmproc: %w", err)
 	}
 	if o.NoWait {
@@ -432,16 +435,20 @@ func (p *Process) get(ctx context.Context, url string) (string, error) {
 
 // Stop sends SIGTERM to the process group, SIGKILL after 10 s, and waits
 // until the process is reaped. It is safe to call more than once.
-func (p *Process) Stop() error {
-	p.stopOnce.Do(func() { p.stopErr = p.stop() })
+func (p *Process) Stop() error { return p.StopGrace(stopGrace) }
+
+// StopGrace is Stop with grace between SIGTERM and SIGKILL, e.g. a pod's
+// termination grace period. Only the first Stop or StopGrace acts.
+func (p *Process) StopGrace(grace time.Duration) error {
+	p.stopOnce.Do(func() { p.stopErr = p.stop(grace) })
 	return p.stopErr
 }
 
-func (p *Process) stop() error {
+func (p *Process) stop(grace time.Duration) error {
 	if p.proc == nil {
 		return nil
 	}
-	if err := p.proc.Stop(stopGrace); err != nil {
+	if err := p.proc.Stop(grace); err != nil {
 		return fmt.Errorf("ksmproc: stop %s: %w", p.name, err)
 	}
 	return nil
