@@ -66,8 +66,6 @@ func TestContainerEnvDownwardAPI(t *testing.T) {
 	}
 }
 
-const gate = "example.com/verified"
-
 func testPod() *corev1.Pod {
 	return &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "ns", ResourceVersion: "7"},
