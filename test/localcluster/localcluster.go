@@ -90,6 +90,9 @@ const (
 	// which Linux routes to the loopback interface as a whole: anything that
 	// dials a pod IP (a scrape of a shard) stays on this machine, and a
 	// process standing in for a pod (test/kubelet) can bind exactly its IP.
+	// The price: the API refuses loopback addresses in Endpoints and
+	// EndpointSlices, so Services that select pods get no endpoints (the
+	// controller manager logs the refusal); no test here reads them.
 	PodCIDR              = "127.64.0.0/16"
 	serviceAccountIssuer = "https://kubernetes.default.svc"
 
