@@ -141,9 +141,15 @@ func desiredStatus(pod *corev1.Pod, obs podObs, ksmContainer string, now time.Ti
 		st.Phase = corev1.PodRunning
 	}
 
+	// Without a KSM container nothing runs, and every container reports
+	// why (the runner's waiting reason) instead of passing for healthy.
+	runsKSM := false
+	for _, c := range pod.Spec.Containers {
+		runsKSM = runsKSM || c.Name == ksmContainer
+	}
 	var unready []string
 	for _, c := range pod.Spec.Containers {
-		cs := containerStatus(c, obs.container, c.Name == ksmContainer, start)
+		cs := containerStatus(c, obs.container, c.Name == ksmContainer || !runsKSM, start)
 		if !cs.Ready {
 			unready = append(unready, c.Name)
 		}
@@ -181,10 +187,10 @@ func desiredStatus(pod *corev1.Pod, obs podObs, ksmContainer string, now time.Ti
 	return st
 }
 
-// containerStatus reports c. The KSM container is what obs says; any other
-// container (a sidecar admission added) is not run, and is reported running
-// and ready from the pod's start, as kwok would, so that it does not hold
-// the pod back.
+// containerStatus reports c. The KSM container (ours) is what obs says; any
+// other container (a sidecar admission added) is not run, and is reported
+// running and ready from the pod's start, as kwok would, so that it does not
+// hold the pod back.
 func containerStatus(c corev1.Container, obs containerObs, ours bool, podStart metav1.Time) corev1.ContainerStatus {
 	cs := corev1.ContainerStatus{Name: c.Name, Image: c.Image}
 	if !ours {

@@ -175,3 +175,20 @@ func TestStatusPatch(t *testing.T) {
 		t.Fatalf("no change, yet a patch: %s", patch)
 	}
 }
+
+// A pod without a KSM container runs nothing and must not look healthy.
+func TestStatusWithoutKSMContainer(t *testing.T) {
+	pod := testPod()
+	pod.Spec.ReadinessGates = nil
+	pod.Spec.Containers = []corev1.Container{{Name: "other"}}
+	obs := podObs{podIP: "127.65.0.2", hostIP: HostIP, startTime: time.Now(),
+		container: containerObs{waiting: reasonConfigError, waitingMessage: "no container"}}
+	st := desiredStatus(pod, obs, ContainerName, time.Now())
+	cs := st.ContainerStatuses[0]
+	if cs.Ready || cs.State.Waiting == nil || cs.State.Waiting.Reason != reasonConfigError {
+		t.Errorf("container status: %+v", cs)
+	}
+	if c := findCondition(st.Conditions, corev1.PodReady); c == nil || c.Status != corev1.ConditionFalse {
+		t.Errorf("Ready: %+v", c)
+	}
+}
