@@ -82,7 +82,8 @@ type Options struct {
 	// Kubeconfig, when set, returns the kubeconfig a pod's KSM is started
 	// with, in place of a token of the pod's ServiceAccount: a test can
 	// point one shard at a proxy or at an account lacking a permission. It
-	// is called once per pod, before its first start.
+	// is called once per pod, before its first start; an empty path with no
+	// error means "the ServiceAccount's token, as usual" for that pod.
 	Kubeconfig func(ctx context.Context, pod *corev1.Pod) (string, error)
 	// IPRange is the loopback prefix pod IPs come from; empty means
 	// DefaultIPRange. Kubelets running side by side should use different

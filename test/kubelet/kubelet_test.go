@@ -11,11 +11,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -24,6 +26,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
 
@@ -209,12 +212,18 @@ func TestKubelet(t *testing.T) {
 	cs := kubernetes.NewForConfigOrDie(c.RESTConfig())
 	setup(t, ctx, cs)
 
+	var hooked sync.Map // pod names the Kubeconfig hook was asked about
 	k, err := Start(ctx, Options{
 		Config:   c.RESTConfig(),
 		BinDir:   bin,
 		Dir:      filepath.Join(dir, "kubelet"),
 		Selector: labels.SelectorFromSet(labels.Set{externalLabel: "true"}),
-		Logf:     t.Logf,
+		// Leaves every pod to the default (its ServiceAccount's token).
+		Kubeconfig: func(_ context.Context, pod *corev1.Pod) (string, error) {
+			hooked.Store(pod.Name, true)
+			return "", nil
+		},
+		Logf: t.Logf,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -336,6 +345,29 @@ func TestKubelet(t *testing.T) {
 			if !bytes.Contains(cmdline, []byte(want)) {
 				t.Errorf("command line lacks %s: %q", want, cmdline)
 			}
+		}
+		// KSM runs as the pod's ServiceAccount, as kubelet would mount it.
+		if _, ok := hooked.Load("shard-0"); !ok {
+			t.Error("the Kubeconfig hook was not asked about shard-0")
+		}
+		kubeconfig, ok := ksmproc.FlagValue(strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00"), "kubeconfig")
+		if !ok {
+			t.Fatalf("no --kubeconfig in %q", cmdline)
+		}
+		cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+		if err != nil {
+			t.Fatal(err)
+		}
+		review, err := kubernetes.NewForConfigOrDie(cfg).AuthenticationV1().SelfSubjectReviews().Create(ctx,
+			&authenticationv1.SelfSubjectReview{}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := review.Status.UserInfo.Username, "system:serviceaccount:"+ns+":"+sa; got != want {
+			t.Errorf("KSM authenticates as %q, want %q", got, want)
+		}
+		if got := review.Status.UserInfo.Extra["authentication.kubernetes.io/pod-name"]; len(got) != 1 || got[0] != "shard-0" {
+			t.Errorf("token not bound to the pod: extra %v", review.Status.UserInfo.Extra)
 		}
 		eventually(t, "kube_pod_info of shard-0 at the pod IP", func() error {
 			text, err := p.Scrape(ctx)

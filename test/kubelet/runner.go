@@ -187,7 +187,8 @@ func (r *podRunner) run() {
 		var err error
 		if r.k.o.Kubeconfig != nil {
 			kubeconfig, err = r.k.o.Kubeconfig(ctx, r.pod)
-		} else {
+		}
+		if err == nil && kubeconfig == "" {
 			kubeconfig, err = r.k.serviceAccountKubeconfig(ctx, r.pod)
 		}
 		if err == nil {
