@@ -212,6 +212,67 @@ func TestKubelet(t *testing.T) {
 	cs := kubernetes.NewForConfigOrDie(c.RESTConfig())
 	setup(t, ctx, cs)
 
+	pods := cs.CoreV1().Pods(ns)
+	getPod := func(name string) (*corev1.Pod, error) { return pods.Get(ctx, name, metav1.GetOptions{}) }
+	ours := netip.MustParsePrefix(DefaultIPRange)
+
+	// Before this kubelet runs, kwok gets every chance to take a labelled
+	// pod: it is bound first, then a plain pod is created and becomes Ready
+	// through kwok. Without the exclusion kwok would have made the labelled
+	// one Running and Ready long before (a kubelet that writes the pod IP at
+	// once could otherwise win the race and hide a missing exclusion).
+	// It has no KSM container, so later this kubelet can only report that
+	// it cannot run it.
+	broken := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "no-ksm", Namespace: ns, Labels: map[string]string{externalLabel: "true"}},
+		Spec: corev1.PodSpec{
+			ServiceAccountName: sa,
+			Containers:         []corev1.Container{{Name: "other", Image: "registry.k8s.io/pause:3.10"}},
+		},
+	}
+	if _, err := pods.Create(ctx, broken, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "no-ksm bound", func() error {
+		p, err := getPod("no-ksm")
+		if err == nil && p.Spec.NodeName == "" {
+			err = errors.New("not bound yet")
+		}
+		return err
+	})
+	plain := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "kwok-pod", Namespace: ns},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "registry.k8s.io/pause:3.10"}}},
+	}
+	if _, err := pods.Create(ctx, plain, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Run("kwok runs other pods, not the labelled ones", func(t *testing.T) {
+		eventually(t, "kwok-pod Ready", func() error {
+			p, err := getPod("kwok-pod")
+			if err != nil {
+				return err
+			}
+			if condStatus(p, corev1.PodReady) != corev1.ConditionTrue {
+				return fmt.Errorf("not Ready: %+v", p.Status)
+			}
+			if ip, err := netip.ParseAddr(p.Status.PodIP); err != nil || !netip.MustParsePrefix(localcluster.PodCIDR).Contains(ip) {
+				return fmt.Errorf("pod IP %q is not in kwok's loopback range %s", p.Status.PodIP, localcluster.PodCIDR)
+			}
+			return nil
+		})
+		b, err := getPod("no-ksm")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b.Status.PodIP != "" || b.Status.Phase != corev1.PodPending || len(b.Status.ContainerStatuses) > 0 {
+			t.Fatalf("kwok took the labelled pod: %+v", b.Status)
+		}
+	})
+	if t.Failed() {
+		t.FailNow()
+	}
+
 	var hooked sync.Map // pod names the Kubeconfig hook was asked about
 	k, err := Start(ctx, Options{
 		Config:   c.RESTConfig(),
@@ -238,52 +299,11 @@ func TestKubelet(t *testing.T) {
 			}
 		}
 	})
-	pods := cs.CoreV1().Pods(ns)
-	getPod := func(name string) (*corev1.Pod, error) { return pods.Get(ctx, name, metav1.GetOptions{}) }
-	ours := netip.MustParsePrefix(DefaultIPRange)
-
-	// A pod kwok still plays kubelet for, created first so that kwok had
-	// every chance to take the labelled pods too.
-	plain := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "kwok-pod", Namespace: ns},
-		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "registry.k8s.io/pause:3.10"}}},
-	}
-	if _, err := pods.Create(ctx, plain, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	// A labelled pod without a KSM container: this kubelet can only report
-	// it cannot run it; kwok would make it Ready within a second.
-	broken := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "no-ksm", Namespace: ns, Labels: map[string]string{externalLabel: "true"}},
-		Spec: corev1.PodSpec{
-			ServiceAccountName: sa,
-			Containers:         []corev1.Container{{Name: "other", Image: "registry.k8s.io/pause:3.10"}},
-		},
-	}
-	if _, err := pods.Create(ctx, broken, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
 	if _, err := pods.Create(ctx, shardPod("shard-0"), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 
 	var pod *corev1.Pod
-	t.Run("kwok still runs other pods", func(t *testing.T) {
-		eventually(t, "kwok-pod Ready", func() error {
-			p, err := getPod("kwok-pod")
-			if err != nil {
-				return err
-			}
-			if condStatus(p, corev1.PodReady) != corev1.ConditionTrue {
-				return fmt.Errorf("not Ready: %+v", p.Status)
-			}
-			if ip, err := netip.ParseAddr(p.Status.PodIP); err != nil || !netip.MustParsePrefix(localcluster.PodCIDR).Contains(ip) {
-				return fmt.Errorf("pod IP %q is not in kwok's loopback range %s", p.Status.PodIP, localcluster.PodCIDR)
-			}
-			return nil
-		})
-	})
-
 	t.Run("containers ready, Ready waits for the gate", func(t *testing.T) {
 		eventually(t, "shard-0 ContainersReady", func() error {
 			if pod, err = getPod("shard-0"); err != nil {
@@ -456,7 +476,7 @@ func TestKubelet(t *testing.T) {
 		pid = p.PID()
 	})
 
-	t.Run("kwok did not take the labelled pod without KSM", func(t *testing.T) {
+	t.Run("the labelled pod without KSM is reported as not runnable", func(t *testing.T) {
 		eventually(t, "no-ksm reported as not runnable", func() error {
 			b, err := getPod("no-ksm")
 			if err != nil {
