@@ -476,6 +476,69 @@ func TestKubelet(t *testing.T) {
 		pid = p.PID()
 	})
 
+	t.Run("failing liveness restarts; a Failed phase stops the process", func(t *testing.T) {
+		lp := shardPod("liveness")
+		lp.Spec.ReadinessGates = nil
+		// Nothing listens on port 9 of the pod IP.
+		lp.Spec.Containers[0].LivenessProbe = &corev1.Probe{
+			ProbeHandler:  corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(9)}},
+			PeriodSeconds: 1, FailureThreshold: 2,
+		}
+		if _, err := pods.Create(ctx, lp, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "liveness restarted", func() error {
+			p, err := getPod("liveness")
+			if err != nil {
+				return err
+			}
+			if len(p.Status.ContainerStatuses) != 1 {
+				return fmt.Errorf("status: %+v", p.Status)
+			}
+			cst := p.Status.ContainerStatuses[0]
+			if cst.RestartCount < 1 || cst.LastTerminationState.Terminated == nil ||
+				cst.LastTerminationState.Terminated.Message != reasonLivenessKill {
+				return fmt.Errorf("container status: %+v", cst)
+			}
+			return nil
+		})
+		var lpid int
+		eventually(t, "liveness running again", func() error {
+			if lpid = k.PIDs()[ns+"/liveness"]; lpid == 0 {
+				return errors.New("no process")
+			}
+			return nil
+		})
+		// Someone (an eviction, a test) declares the pod Failed: it serves
+		// nothing any more, so its process goes, and the pod stays.
+		patch, _ := json.Marshal(map[string]any{"status": map[string]any{"phase": corev1.PodFailed}})
+		if _, err := pods.Patch(ctx, "liveness", types.StrategicMergePatchType, patch, metav1.PatchOptions{}, "status"); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "process of the Failed pod stopped", func() error {
+			if _, ok := k.PIDs()[ns+"/liveness"]; ok || alive(lpid) {
+				return fmt.Errorf("pid %d still runs", lpid)
+			}
+			return nil
+		})
+		p, err := getPod("liveness")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.Status.Phase != corev1.PodFailed {
+			t.Errorf("phase %s: the kubelet overwrote Failed", p.Status.Phase)
+		}
+		if err := pods.Delete(ctx, "liveness", metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "Failed pod removed", func() error {
+			if _, err := getPod("liveness"); !apierrors.IsNotFound(err) {
+				return fmt.Errorf("still there (%v)", err)
+			}
+			return nil
+		})
+	})
+
 	t.Run("the labelled pod without KSM is reported as not runnable", func(t *testing.T) {
 		eventually(t, "no-ksm reported as not runnable", func() error {
 			b, err := getPod("no-ksm")
