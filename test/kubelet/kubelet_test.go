@@ -632,6 +632,39 @@ func TestKubelet(t *testing.T) {
 		})
 	})
 
+	t.Run("force-deleted pod: process stopped, same-name successor runs", func(t *testing.T) {
+		old, err := getPod("ksm-auto-0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		oldPID := k.PIDs()[ns+"/ksm-auto-0"]
+		if oldPID == 0 {
+			t.Fatal("no process for ksm-auto-0")
+		}
+		if err := pods.Delete(ctx, "ksm-auto-0", metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)}); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "old process stopped, the StatefulSet's new ksm-auto-0 Ready under a new process", func() error {
+			if alive(oldPID) {
+				return fmt.Errorf("old pid %d still runs", oldPID)
+			}
+			p, err := getPod("ksm-auto-0")
+			if err != nil {
+				return err
+			}
+			if p.UID == old.UID {
+				return errors.New("not replaced yet")
+			}
+			if condStatus(p, corev1.PodReady) != corev1.ConditionTrue {
+				return fmt.Errorf("new pod not Ready: %+v", p.Status)
+			}
+			if pid := k.PIDs()[ns+"/ksm-auto-0"]; pid == 0 || pid == oldPID {
+				return fmt.Errorf("process of the new pod: %d", pid)
+			}
+			return nil
+		})
+	})
+
 	t.Run("deletion stops the process, then removes the pod", func(t *testing.T) {
 		if err := pods.Delete(ctx, "shard-0", metav1.DeleteOptions{}); err != nil {
 			t.Fatal(err)
