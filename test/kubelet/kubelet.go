@@ -102,6 +102,7 @@ type Kubelet struct {
 	client kubernetes.Interface
 	ips    *ipPool
 
+	factory  informers.SharedInformerFactory
 	informer cache.SharedIndexInformer
 	queue    workqueue.TypedRateLimitingInterface[string]
 	cancel   context.CancelFunc
@@ -111,7 +112,8 @@ type Kubelet struct {
 	mu      sync.Mutex
 	stopped bool
 	pods    map[string]*podRunner // by namespace/name
-	// gone are runners whose pod no longer exists, still stopping.
+	// gone counts the goroutines that run or stop containers (runner
+	// loops, stops of forgotten pods, terminations); Stop waits for them.
 	gone    sync.WaitGroup
 	stopErr []error
 }
@@ -163,9 +165,9 @@ func Start(ctx context.Context, o Options) (*Kubelet, error) {
 		workqueue.NewTypedItemExponentialFailureRateLimiter[string](50*time.Millisecond, 5*time.Second),
 		workqueue.TypedRateLimitingQueueConfig[string]{Name: "test-kubelet"})
 	selector := o.Selector.String()
-	factory := informers.NewSharedInformerFactoryWithOptions(k.client, 0,
+	k.factory = informers.NewSharedInformerFactoryWithOptions(k.client, 0,
 		informers.WithTweakListOptions(func(lo *metav1.ListOptions) { lo.LabelSelector = selector }))
-	k.informer = factory.Core().V1().Pods().Informer()
+	k.informer = k.factory.Core().V1().Pods().Informer()
 	enqueue := func(obj any) {
 		if key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj); err == nil {
 			k.queue.Add(key)
@@ -178,12 +180,12 @@ func Start(ctx context.Context, o Options) (*Kubelet, error) {
 	}); err != nil {
 		return nil, err
 	}
-	factory.Start(k.ctx.Done())
+	k.factory.Start(k.ctx.Done())
 	syncCtx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	if !cache.WaitForCacheSync(syncCtx.Done(), k.informer.HasSynced) {
 		k.cancel()
-		factory.Shutdown()
+		k.factory.Shutdown()
 		return nil, errors.New("kubelet: pod informer did not sync")
 	}
 	for range workers {
@@ -212,6 +214,7 @@ func (k *Kubelet) Stop() error {
 	k.cancel()
 	k.queue.ShutDown()
 	k.workers.Wait()
+	k.factory.Shutdown()
 	var wg sync.WaitGroup
 	for _, r := range runners {
 		wg.Go(func() { r.halt(min(r.grace(nil), maxStopGrace)) })
@@ -238,7 +241,10 @@ func (k *Kubelet) Process(namespace, name string) *ksmproc.Process {
 	if r == nil {
 		return nil
 	}
-	return r.process()
+	if p := r.process(); p != nil && !p.Exited() {
+		return p
+	}
+	return nil
 }
 
 // PIDs returns the PID of every running KSM process by "namespace/name".
@@ -298,7 +304,7 @@ func (k *Kubelet) sync(ctx context.Context, key string) error {
 	// The pod this process ran for is gone: deleted outright, or replaced
 	// by a new pod of the same name (a StatefulSet's).
 	if r != nil && (pod == nil || pod.UID != r.uid) {
-		k.forget(key, r, nil)
+		k.forget(key, r)
 		r = nil
 	}
 	if pod == nil || pod.Spec.NodeName == "" {
@@ -362,7 +368,7 @@ func (k *Kubelet) admit(key string, pod *corev1.Pod) (*podRunner, error) {
 
 // forget drops a runner whose pod is gone and stops its process in the
 // background; its IP is free once the process is.
-func (k *Kubelet) forget(key string, r *podRunner, pod *corev1.Pod) {
+func (k *Kubelet) forget(key string, r *podRunner) {
 	k.mu.Lock()
 	if k.pods[key] == r {
 		delete(k.pods, key)
@@ -371,7 +377,7 @@ func (k *Kubelet) forget(key string, r *podRunner, pod *corev1.Pod) {
 	k.mu.Unlock()
 	go func() {
 		defer k.gone.Done()
-		r.halt(r.grace(pod))
+		r.halt(r.grace(nil))
 		k.ips.release(r.ip)
 		k.recordStopErr(r)
 	}()
