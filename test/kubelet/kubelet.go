@@ -417,8 +417,9 @@ func (k *Kubelet) terminate(ctx context.Context, key string, pod *corev1.Pod, r 
 	k.mu.Unlock()
 	go func() {
 		defer k.gone.Done()
+		// A stop error is recorded once: by forget when the pod is gone,
+		// or by Stop.
 		r.halt(r.grace(pod))
-		k.recordStopErr(r)
 		if k.ctx.Err() != nil {
 			return
 		}
