@@ -298,6 +298,14 @@ func TestKubelet(t *testing.T) {
 				t.Error(err)
 			}
 		}
+		if t.Failed() {
+			logs, _ := filepath.Glob(filepath.Join(dir, "kubelet", "*.log"))
+			for _, l := range logs {
+				b, _ := os.ReadFile(l)
+				lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+				t.Logf("end of %s:\n%s", l, strings.Join(lines[max(0, len(lines)-15):], "\n"))
+			}
+		}
 	})
 	if _, err := pods.Create(ctx, shardPod("shard-0"), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
