@@ -80,10 +80,21 @@ const (
 	// matches, so kwok only plays the kubelet for nodes this package creates.
 	kwokNodeAnnotation = "kwok.x-k8s.io/node"
 
+	// serviceClusterIPRange only names Services: nothing in a local cluster
+	// routes to it and no component here dials it (every client uses a
+	// kubeconfig pointing at 127.0.0.1, and no webhook or APIService is
+	// resolved through a Service).
 	serviceClusterIPRange = "10.96.0.0/16"
 	serviceClusterIP      = "10.96.0.1"
-	podCIDR               = "10.244.0.0/16"
-	serviceAccountIssuer  = "https://kubernetes.default.svc"
+	// PodCIDR is where kwok takes pod IPs from. It lies inside 127.0.0.0/8,
+	// which Linux routes to the loopback interface as a whole: anything that
+	// dials a pod IP (a scrape of a shard) stays on this machine, and a
+	// process standing in for a pod (test/kubelet) can bind exactly its IP.
+	// The price: the API refuses loopback addresses in Endpoints and
+	// EndpointSlices, so Services that select pods get no endpoints (the
+	// controller manager logs the refusal); no test here reads them.
+	PodCIDR              = "127.64.0.0/16"
+	serviceAccountIssuer = "https://kubernetes.default.svc"
 
 	// nodeWorkers is how many nodes are created concurrently.
 	nodeWorkers = 16
@@ -130,6 +141,14 @@ type Options struct {
 	// before it turns Running and Ready, standing in for a container's real
 	// start time (benchmarks give both sides of a comparison the same).
 	PodStartupDelay time.Duration
+	// ExternalKubeletLabel, "key=value" or just "key", marks the pods that
+	// something else plays kubelet for (test/kubelet runs real processes
+	// for them): every kwok Stage about pods, the default ones and
+	// ExtraKwokStages alike, gets a selector requirement that skips pods
+	// whose label key has that value (or, without a value, any value), so
+	// kwok neither makes them Ready, nor completes them, nor deletes them.
+	// kwok still manages the nodes and every other pod.
+	ExternalKubeletLabel string
 }
 
 // process is one child process and how to restart and probe it.
@@ -368,7 +387,7 @@ leaderElection:
 			"--cluster-signing-cert-file=" + file("ca.crt"),
 			"--cluster-signing-key-file=" + file("ca.key"),
 			"--service-cluster-ip-range=" + serviceClusterIPRange,
-			"--cluster-cidr=" + podCIDR,
+			"--cluster-cidr=" + PodCIDR,
 			"--kube-api-qps=500",
 			"--kube-api-burst=1000",
 		},
@@ -397,7 +416,7 @@ leaderElection:
 			"--manage-all-nodes=false",
 			"--manage-nodes-with-annotation-selector=" + kwokNodeAnnotation + "=fake",
 			"--node-lease-duration-seconds=40",
-			"--cidr=" + podCIDR,
+			"--cidr=" + PodCIDR,
 			"--server-address=127.0.0.1:0",
 		},
 		// kwok serves nothing worth probing; Ready nodes prove it works.
@@ -432,6 +451,13 @@ func (c *Cluster) writeKwokStages() (string, error) {
 				return "", fmt.Errorf("localcluster: cannot add a delay to %s", f)
 			}
 			data = delayed
+		}
+		if c.opts.ExternalKubeletLabel != "" {
+			excluded, err := excludePods(data, c.opts.ExternalKubeletLabel)
+			if err != nil {
+				return "", fmt.Errorf("localcluster: kwok stage %s: %w", f, err)
+			}
+			data = excluded
 		}
 		fmt.Fprintf(&buf, "---\n# %s\n%s\n", f, bytes.TrimSpace(data))
 	}

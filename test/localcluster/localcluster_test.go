@@ -2,6 +2,7 @@ package localcluster
 
 import (
 	"context"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"testing"
@@ -247,5 +248,93 @@ func TestStopDirRefusesForeignDirectory(t *testing.T) {
 	}
 	if err := StopDir(filepath.Join(dir, "missing")); err != nil {
 		t.Fatalf("StopDir of a missing directory: %v", err)
+	}
+}
+
+// TestExternalKubeletLabel checks that kwok leaves the labelled pods to
+// someone else (no status, no deletion) while it still runs every other pod,
+// with pod IPs on loopback.
+func TestExternalKubeletLabel(t *testing.T) {
+	bin := binDir(t)
+	ctx := t.Context()
+	const label = "kubelet.test.example.com/external"
+	c, err := Start(ctx, Options{BinDir: bin, Dir: t.TempDir(), Nodes: 2, Logf: t.Logf, ExternalKubeletLabel: label + "=true"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := c.Stop(); err != nil {
+			t.Error(err)
+		}
+	})
+	client := kubernetes.NewForConfigOrDie(c.RESTConfig())
+	pods := client.CoreV1().Pods(metav1.NamespaceDefault)
+	pod := func(name string, lbls map[string]string) *corev1.Pod {
+		return &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Labels: lbls},
+			Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "registry.k8s.io/pause:3.10"}}},
+		}
+	}
+	// The external pod first: kwok has every chance to take it before it
+	// takes the ordinary ones.
+	for _, p := range []*corev1.Pod{
+		pod("external", map[string]string{label: "true"}),
+		pod("other-value", map[string]string{label: "false"}),
+		pod("plain", nil),
+	} {
+		if _, err := pods.Create(ctx, p, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cidr := netip.MustParsePrefix(PodCIDR)
+	for _, name := range []string{"plain", "other-value"} {
+		eventually(t, 120*time.Second, name+" Ready on a loopback IP", func(ctx context.Context) (bool, error) {
+			p, err := pods.Get(ctx, name, metav1.GetOptions{})
+			if err != nil {
+				return false, err
+			}
+			ip, err := netip.ParseAddr(p.Status.PodIP)
+			if err != nil {
+				return false, err
+			}
+			if !cidr.Contains(ip) {
+				t.Fatalf("%s: pod IP %s outside %s", name, ip, cidr)
+			}
+			for _, cond := range p.Status.Conditions {
+				if cond.Type == corev1.PodReady && cond.Status == corev1.ConditionTrue {
+					return true, nil
+				}
+			}
+			return false, nil
+		})
+	}
+	ext, err := pods.Get(ctx, "external", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ext.Spec.NodeName == "" {
+		t.Fatal("external pod not scheduled: the check below would prove nothing")
+	}
+	if ext.Status.PodIP != "" || ext.Status.Phase != corev1.PodPending || len(ext.Status.ContainerStatuses) > 0 {
+		t.Fatalf("kwok touched the external pod: %+v", ext.Status)
+	}
+
+	// Deletion: kwok removes the plain pod, but not the external one,
+	// whose kubelet has to confirm it.
+	for _, name := range []string{"external", "plain"} {
+		if err := pods.Delete(ctx, name, metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 120*time.Second, "plain pod removed", func(ctx context.Context) (bool, error) {
+		_, err := pods.Get(ctx, "plain", metav1.GetOptions{})
+		return apierrors.IsNotFound(err), nil
+	})
+	ext, err = pods.Get(ctx, "external", metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("external pod removed without its kubelet: %v", err)
+	}
+	if ext.DeletionTimestamp == nil {
+		t.Fatal("external pod has no deletionTimestamp")
 	}
 }

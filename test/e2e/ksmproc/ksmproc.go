@@ -76,32 +76,74 @@ const (
 // in order. Both "--flag=value" and "--flag value" are understood. It fails
 // when the container or any of the four listen flags is missing.
 func ArgsFromPod(pod *corev1.Pod, kubeconfig string, port, telemetryPort int) ([]string, error) {
-	if pod == nil {
-		return nil, errors.New("ksmproc: nil pod")
+	c, err := ksmContainer(pod)
+	if err != nil {
+		return nil, err
 	}
-	var c *corev1.Container
-	for i := range pod.Spec.Containers {
-		if pod.Spec.Containers[i].Name == ContainerName {
-			c = &pod.Spec.Containers[i]
-			break
-		}
-	}
-	if c == nil {
-		return nil, fmt.Errorf("ksmproc: pod %s/%s has no %q container", pod.Namespace, pod.Name, ContainerName)
-	}
-	if kubeconfig == "" {
-		return nil, errors.New("ksmproc: empty kubeconfig path")
-	}
-	replace := map[string]string{
+	return rewriteArgs(pod, c.Args, kubeconfig, map[string]string{
 		flagHost:          "127.0.0.1",
 		flagPort:          strconv.Itoa(port),
 		flagTelemetryHost: "127.0.0.1",
 		flagTelemetryPort: strconv.Itoa(telemetryPort),
+	}, nil)
+}
+
+// KSM's defaults for the flags ArgsOnHost adds when the pod leaves them out.
+const (
+	defaultPort          = "8080"
+	defaultTelemetryPort = "8081"
+)
+
+// ArgsOnHost returns args (a kube-state-metrics container's arguments, with
+// any $(VAR) references already expanded) for a process that stands in for
+// the container of a pod whose IP is host: --host and --telemetry-host
+// become host, so the process listens on exactly the pod's address, and
+// --kubeconfig is appended (or replaced). The ports are kept as the pod has
+// them; a listen flag the pod leaves out (KSM's StatefulSet autosharding
+// manifests set none) is appended with KSM's default value, so that the
+// result names every address the process listens on. pod only labels errors.
+func ArgsOnHost(pod *corev1.Pod, args []string, kubeconfig, host string) ([]string, error) {
+	if pod == nil {
+		return nil, errors.New("ksmproc: nil pod")
+	}
+	if host == "" {
+		return nil, fmt.Errorf("ksmproc: pod %s/%s: empty host", pod.Namespace, pod.Name)
+	}
+	return rewriteArgs(pod, args, kubeconfig, map[string]string{
+		flagHost:          host,
+		flagTelemetryHost: host,
+	}, map[string]string{
+		flagHost:          host,
+		flagPort:          defaultPort,
+		flagTelemetryHost: host,
+		flagTelemetryPort: defaultTelemetryPort,
+	})
+}
+
+// ksmContainer returns pod's kube-state-metrics container.
+func ksmContainer(pod *corev1.Pod) (*corev1.Container, error) {
+	if pod == nil {
+		return nil, errors.New("ksmproc: nil pod")
+	}
+	for i := range pod.Spec.Containers {
+		if pod.Spec.Containers[i].Name == ContainerName {
+			return &pod.Spec.Containers[i], nil
+		}
+	}
+	return nil, fmt.Errorf("ksmproc: pod %s/%s has no %q container", pod.Namespace, pod.Name, ContainerName)
+}
+
+// rewriteArgs replaces the value of each flag in replace, drops --kubeconfig
+// and appends kubeconfig's. A listen flag that args lack is appended from
+// missing when it has an entry there, and is an error otherwise.
+func rewriteArgs(pod *corev1.Pod, args []string, kubeconfig string, replace, missing map[string]string) ([]string, error) {
+	if kubeconfig == "" {
+		return nil, errors.New("ksmproc: empty kubeconfig path")
 	}
 	seen := map[string]bool{}
 	var out []string
-	for i := 0; i < len(c.Args); i++ {
-		a := c.Args[i]
+	for i := 0; i < len(args); i++ {
+		a := args[i]
 		name, _, hasValue := strings.Cut(a, "=")
 		if name == flagKubeconfig {
 			// Replaced by ours below.
@@ -110,28 +152,36 @@ func ArgsFromPod(pod *corev1.Pod, kubeconfig string, port, telemetryPort int) ([
 			}
 			continue
 		}
+		switch name {
+		case flagHost, flagPort, flagTelemetryHost, flagTelemetryPort:
+			seen[name] = true
+		}
 		v, ok := replace[name]
 		if !ok {
 			out = append(out, a)
 			continue
 		}
-		seen[name] = true
 		if !hasValue {
-			if i+1 >= len(c.Args) {
+			if i+1 >= len(args) {
 				return nil, fmt.Errorf("ksmproc: pod %s/%s: %s without a value", pod.Namespace, pod.Name, name)
 			}
 			i++ // drop the old value
 		}
 		out = append(out, name+"="+v)
 	}
-	var missing []string
+	var lacking []string
 	for _, f := range []string{flagHost, flagPort, flagTelemetryHost, flagTelemetryPort} {
-		if !seen[f] {
-			missing = append(missing, f)
+		if seen[f] {
+			continue
 		}
+		if v, ok := missing[f]; ok {
+			out = append(out, f+"="+v)
+			continue
+		}
+		lacking = append(lacking, f)
 	}
-	if len(missing) > 0 {
-		return nil, fmt.Errorf("ksmproc: pod %s/%s: container %q lacks %s", pod.Namespace, pod.Name, ContainerName, strings.Join(missing, ", "))
+	if len(lacking) > 0 {
+		return nil, fmt.Errorf("ksmproc: pod %s/%s: container %q lacks %s", pod.Namespace, pod.Name, ContainerName, strings.Join(lacking, ", "))
 	}
 	return append(out, flagKubeconfig+"="+kubeconfig), nil
 }
@@ -183,6 +233,14 @@ type Options struct {
 	LogFile string
 	// Name labels the process in errors, e.g. "shard-0".
 	Name string
+	// NoWait makes Start return as soon as the process runs, without
+	// waiting for /healthz: for a caller that probes the process itself and
+	// must not block on it (test/kubelet, which plays kubelet and reports
+	// what its probes see, including a process that never gets healthy).
+	NoWait bool
+	// Env is added to the process's environment (this process's own),
+	// e.g. a pod container's env.
+	Env []string
 }
 
 // Process is one running kube-state-metrics. Its methods are safe for
@@ -246,8 +304,11 @@ func Start(ctx context.Context, o Options) (_ *Process, err error) {
 	// test/proc puts it in its own process group, so Stop reaches any child
 	// too, and kills it when the caller dies, even by SIGKILL or a test
 	// timeout.
-	if p.proc, err = proc.Start(o.Name, o.Bin, o.Args, logFile); err != nil {
+	if p.proc, err = proc.Start(o.Name, o.Bin, o.Args, logFile, o.Env...); err != nil {
 		return nil, fmt.Errorf("ksmproc: %w", err)
+	}
+	if o.NoWait {
+		return p, nil
 	}
 	defer func() {
 		if err != nil {
@@ -331,6 +392,12 @@ func (p *Process) LogFile() string { return p.logFile }
 // Exited reports whether the process has ended.
 func (p *Process) Exited() bool { return !p.proc.Running() }
 
+// Done is closed when the process has ended, for callers that supervise it.
+func (p *Process) Done() <-chan struct{} { return p.proc.Exited() }
+
+// ExitState is how the process ended; nil while it runs.
+func (p *Process) ExitState() *os.ProcessState { return p.proc.ExitState() }
+
 // Scrape GETs /metrics on the metrics port and returns the body (Prometheus
 // text format; KSM only serves OpenMetrics when asked for it).
 func (p *Process) Scrape(ctx context.Context) (string, error) {
@@ -368,16 +435,20 @@ func (p *Process) get(ctx context.Context, url string) (string, error) {
 
 // Stop sends SIGTERM to the process group, SIGKILL after 10 s, and waits
 // until the process is reaped. It is safe to call more than once.
-func (p *Process) Stop() error {
-	p.stopOnce.Do(func() { p.stopErr = p.stop() })
+func (p *Process) Stop() error { return p.StopGrace(stopGrace) }
+
+// StopGrace is Stop with grace between SIGTERM and SIGKILL, e.g. a pod's
+// termination grace period. Only the first Stop or StopGrace acts.
+func (p *Process) StopGrace(grace time.Duration) error {
+	p.stopOnce.Do(func() { p.stopErr = p.stop(grace) })
 	return p.stopErr
 }
 
-func (p *Process) stop() error {
+func (p *Process) stop(grace time.Duration) error {
 	if p.proc == nil {
 		return nil
 	}
-	if err := p.proc.Stop(stopGrace); err != nil {
+	if err := p.proc.Stop(grace); err != nil {
 		return fmt.Errorf("ksmproc: stop %s: %w", p.name, err)
 	}
 	return nil

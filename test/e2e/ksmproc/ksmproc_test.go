@@ -340,3 +340,43 @@ func TestUnshardedArgs(t *testing.T) {
 		t.Error("UnshardedArgs modified its input")
 	}
 }
+
+func TestArgsOnHost(t *testing.T) {
+	pod := shardPod()
+	for _, tc := range []struct {
+		name string
+		args []string
+		want []string
+	}{{
+		name: "operator shard pod",
+		args: []string{"--host=0.0.0.0", "--port=8080", "--telemetry-host", "0.0.0.0", "--telemetry-port=8081",
+			"--kubeconfig=/in/pod", "--shard=0", "--total-shards=1"},
+		want: []string{"--host=127.65.0.3", "--port=8080", "--telemetry-host=127.65.0.3", "--telemetry-port=8081",
+			"--shard=0", "--total-shards=1", "--kubeconfig=/tmp/kc"},
+	}, {
+		name: "autosharding statefulset: listen flags left to KSM's defaults",
+		args: []string{"--pod=ksm-0", "--pod-namespace=kube-system", "--port", "9090"},
+		want: []string{"--pod=ksm-0", "--pod-namespace=kube-system", "--port", "9090",
+			"--host=127.65.0.3", "--telemetry-host=127.65.0.3", "--telemetry-port=8081", "--kubeconfig=/tmp/kc"},
+	}} {
+		t.Run(tc.name, func(t *testing.T) {
+			in := append([]string(nil), tc.args...)
+			got, err := ArgsOnHost(pod, in, "/tmp/kc", "127.65.0.3")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d := cmp.Diff(tc.want, got); d != "" {
+				t.Errorf("ArgsOnHost (-want +got):\n%s", d)
+			}
+			if d := cmp.Diff(tc.args, in); d != "" {
+				t.Errorf("ArgsOnHost modified its input:\n%s", d)
+			}
+		})
+	}
+	if _, err := ArgsOnHost(pod, []string{"--host"}, "/tmp/kc", "127.65.0.3"); err == nil {
+		t.Error("dangling --host accepted")
+	}
+	if _, err := ArgsOnHost(pod, nil, "/tmp/kc", ""); err == nil {
+		t.Error("empty host accepted")
+	}
+}
