@@ -26,6 +26,7 @@ var shipped = []string{
 	"config/prometheus",
 	"config/networkpolicy",
 	"config/admission",
+	"config/grafana",
 	"config/samples",
 	"config/examples/runbook-url",
 }
