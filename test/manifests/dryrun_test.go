@@ -126,6 +126,18 @@ func TestServerSideDryRun(t *testing.T) {
 		})
 	}
 
+	// The Helm chart as helm install renders it: the default values and every
+	// toggle on (chart_test.go's cases).
+	for _, cc := range chartCases {
+		t.Run("chart/"+cc.name, func(t *testing.T) {
+			for _, o := range renderChart(t, cc) {
+				if err := dryRunApply(ctx, c, o); err != nil {
+					t.Errorf("%s from the chart (%s): rejected by the API server: %v", describe(o), cc.name, err)
+				}
+			}
+		})
+	}
+
 	// A dry-run must persist nothing, or the checks above would leak into
 	// one another.
 	t.Run("nothing persisted", func(t *testing.T) {
