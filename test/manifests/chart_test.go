@@ -430,3 +430,37 @@ func readValues(t *testing.T, path string) map[string]any {
 	}
 	return v
 }
+
+// TestChartRejectsBadValues: values.schema.json and the templates' checks
+// turn mistakes into errors at helm install, naming the value, instead of a
+// release that does something else.
+func TestChartRejectsBadValues(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		set  []string
+		want string
+	}{
+		{"misspelt key", []string{"replica=3"}, "replica"},
+		{"namespaces not a list", []string{"ksmNamespaces=monitoring"}, "ksmNamespaces"},
+		{"image digest not sha256", []string{"image.sha=latest"}, "sha"},
+		{"KSMScale namespace not allowed", []string{"ksmScale.enabled=true", "ksmScale.spec.namespace=default"}, "not in ksmNamespaces"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := []string{"template", chartRelease, chartDir}
+			for _, s := range tc.set {
+				args = append(args, "--set", s)
+			}
+			cmd := exec.Command(helm(t), args...)
+			home := t.TempDir()
+			cmd.Env = append(os.Environ(), "HELM_CONFIG_HOME="+home, "HELM_CACHE_HOME="+home, "HELM_DATA_HOME="+home)
+			out, err := cmd.CombinedOutput()
+			if err == nil {
+				t.Fatalf("helm template --set %v succeeded; want an error naming %q", tc.set, tc.want)
+			}
+			if !strings.Contains(string(out), tc.want) {
+				t.Fatalf("helm template --set %v failed with %q; want it to name %q", tc.set, out, tc.want)
+			}
+			t.Logf("rejected as expected: %s", strings.TrimSpace(string(out)))
+		})
+	}
+}
