@@ -100,7 +100,7 @@ func TestHelmInstallLifecycle(t *testing.T) {
 	ksmscale := func() *unstructured.Unstructured {
 		u := &unstructured.Unstructured{}
 		u.SetGroupVersionKind(schema.GroupVersionKind{Group: "monitor.example.com", Version: "v1alpha1", Kind: "KSMScale"})
-		u.SetName("kube-state-metrics")
+		u.SetName("cluster")
 		return u
 	}
 	mustRun("upgrade", chartRelease, chartDir, "--reuse-values", "--set", "ksmScale.enabled=true")
