@@ -21,6 +21,7 @@ pairs=(
   "config/rbac/metrics_auth_role.yaml rbac/metrics_auth_role.yaml"
   "config/rbac/metrics_reader_role.yaml rbac/metrics_reader_role.yaml"
   "config/admission/bind-check.yaml admission/bind-check.yaml"
+  "config/networkpolicy/kube-state-metrics.yaml networkpolicy/kube-state-metrics.yaml"
   "config/prometheus/prometheusrule.yaml prometheus/prometheusrule.yaml"
   "config/prometheus/servicemonitor-shards.yaml prometheus/servicemonitor-shards.yaml"
   "config/prometheus/servicemonitor-operator.yaml prometheus/servicemonitor-operator.yaml"

@@ -354,8 +354,9 @@ func TestChartKSMClusterRoleName(t *testing.T) {
 
 // TestChartMonitoringMatchesConfig: with everything on, the ServiceMonitors
 // and the PrometheusRule carry the specs of config/prometheus (the rules
-// with runbookUrl's base), additionalLabels reach them, and the dashboard
-// ConfigMap carries config/grafana's JSON with the sidecar's label.
+// with runbookUrl's base), additionalLabels reach them, the dashboard
+// ConfigMap carries config/grafana's JSON with the sidecar's label, and the
+// NetworkPolicies are config/networkpolicy's.
 func TestChartMonitoringMatchesConfig(t *testing.T) {
 	objs := renderChart(t, chartCases[1])
 	config := render(t, "config/prometheus")
@@ -407,6 +408,26 @@ func TestChartMonitoringMatchesConfig(t *testing.T) {
 	got, _, _ := unstructured.NestedString(dashboard.Object, "data", "ksm-scale-operator.json")
 	if strings.TrimSpace(got) != strings.TrimSpace(string(src)) {
 		t.Error("the dashboard ConfigMap's JSON is not config/grafana/ksm-scale-operator.json")
+	}
+
+	// The NetworkPolicy, in each of ksmNamespaces, is config/networkpolicy's
+	// (whose scrapers are monitoring and the operator's namespace, as in
+	// values-all.yaml).
+	wantNP := find(t, render(t, "config/networkpolicy"), "NetworkPolicy", "kube-state-metrics-scrapers").Object["spec"]
+	for _, ns := range values["ksmNamespaces"].([]any) {
+		var np *unstructured.Unstructured
+		for _, o := range objs {
+			if o.GetKind() == "NetworkPolicy" && o.GetNamespace() == ns {
+				np = o
+			}
+		}
+		if np == nil {
+			t.Errorf("no NetworkPolicy in ksmNamespaces' %s", ns)
+			continue
+		}
+		if d := cmp.Diff(wantNP, np.Object["spec"]); d != "" {
+			t.Errorf("NetworkPolicy in %s differs from config/networkpolicy (-config +chart):\n%s", ns, d)
+		}
 	}
 
 	for o, key := range map[*unstructured.Unstructured]string{shards: "serviceMonitor", operator: "serviceMonitor", rule: "prometheusRule", dashboard: "dashboard"} {
