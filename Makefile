@@ -52,6 +52,10 @@ generate: $(CONTROLLER_GEN) ## Regenerate deepcopy, CRD and RBAC from the Go mar
 verify: ## Fail when generated files are stale or code is not gofmt-clean.
 	hack/verify.sh
 
+.PHONY: chart
+chart: ## Copy the CRD, RBAC, admission policy, Prometheus objects and dashboard from config/ into the Helm chart.
+	hack/chart-sync.sh
+
 .PHONY: build
 build: ## Build the manager binary for this machine into bin/manager (release flags, version injected).
 	hack/build-manager.sh $(BIN)/manager
@@ -85,6 +89,11 @@ test: ## Vet, verify generated files, run unit, integration, system and e2e test
 .PHONY: test-rules
 test-rules: ## promtool check rules and promtool test rules on config/prometheus (test/rules; needs promtool).
 	go test ./test/rules/ -count=1
+
+.PHONY: test-chart
+test-chart: ## helm lint, golden helm template output, chart vs config/default, dry-run, helm install, dashboard PromQL (needs bin/helm, promtool).
+	hack/build-tools.sh helm etcd kubernetes prometheus-operator-crds
+	go test ./test/manifests/ -count=1 -run 'Chart|Dashboard|MetricNames|ServerSideDryRun|HelmInstall'
 
 .PHONY: test-e2e
 test-e2e: ## Only the e2e suite: operator binary, 300-node local cluster, real kube-state-metrics, faults.

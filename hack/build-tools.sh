@@ -8,7 +8,7 @@
 # operator's go.mod. A tool is rebuilt only when its binary is missing or its
 # pinned version changed.
 #
-# Usage: hack/build-tools.sh [kubernetes|etcd|kwok|kube-state-metrics|controller-gen|prometheus-operator-crds ...]
+# Usage: hack/build-tools.sh [kubernetes|etcd|kwok|kube-state-metrics|controller-gen|prometheus-operator-crds|helm ...]
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -116,6 +116,20 @@ build_controller_gen() {
   echo "$CONTROLLER_TOOLS_VERSION" >"$BIN/.build/controller-gen.stamp"
 }
 
+# helm lints and renders charts/ksm-scale-operator in test/chart. The version
+# is stamped the way helm's own Makefile does for a tagged release (static,
+# CGO off), so `helm version` reports it.
+build_helm() {
+  if up_to_date helm "$HELM_VERSION" helm; then return; fi
+  log "helm $HELM_VERSION"
+  local dir; dir=$(new_module helm)
+  local v=helm.sh/helm/v4/internal/version
+  (cd "$dir" && echo "require helm.sh/helm/v4 $HELM_VERSION" >>go.mod &&
+    CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X $v.version=$HELM_VERSION -X $v.metadata= -X $v.gitTreeState=clean" \
+      -o "$BIN/helm" helm.sh/helm/v4/cmd/helm)
+  echo "$HELM_VERSION" >"$BIN/.build/helm.stamp"
+}
+
 # The Prometheus Operator CRDs the shipped manifests use (ServiceMonitor,
 # PodMonitor, PrometheusRule), for the server-side dry-run in test/manifests.
 # The operator's module publishes no CRD YAML at the pinned version, so
@@ -144,7 +158,7 @@ build_prometheus_operator_crds() {
 }
 
 tools=("$@")
-[[ ${#tools[@]} -gt 0 ]] || tools=(controller-gen etcd kubernetes kwok kube-state-metrics prometheus-operator-crds)
+[[ ${#tools[@]} -gt 0 ]] || tools=(controller-gen etcd kubernetes kwok kube-state-metrics prometheus-operator-crds helm)
 for t in "${tools[@]}"; do
   case $t in
     kubernetes) build_kubernetes ;;
@@ -153,6 +167,7 @@ for t in "${tools[@]}"; do
     kube-state-metrics) build_kube_state_metrics ;;
     controller-gen) build_controller_gen ;;
     prometheus-operator-crds) build_prometheus_operator_crds ;;
+    helm) build_helm ;;
     *) echo "unknown tool: $t" >&2; exit 2 ;;
   esac
 done

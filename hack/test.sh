@@ -2,7 +2,8 @@
 # The project's test command (make test): builds the pinned control plane
 # and kube-state-metrics into bin/ when missing, then vets, builds the static
 # release binary for linux/amd64 and linux/arm64 as the Dockerfile does, runs
-# the promtool rule tests, verifies generated files and runs the unit,
+# the promtool rule tests, verifies generated files (and the Helm chart's
+# copies of them) and runs the unit, chart (helm lint/template),
 # integration, local-cluster and e2e
 # tests (build tag e2e: the operator binary against a 300-node kwok cluster,
 # real kube-state-metrics processes, faults) against real kube-apiserver and
@@ -13,7 +14,7 @@ cd "$ROOT"
 export GOTOOLCHAIN=local
 export KUBEBUILDER_ASSETS=$ROOT/bin
 
-hack/build-tools.sh controller-gen etcd kubernetes kwok kube-state-metrics prometheus-operator-crds
+hack/build-tools.sh controller-gen etcd kubernetes kwok kube-state-metrics prometheus-operator-crds helm
 echo "== go vet"
 go vet ./...
 go vet -tags e2e ./test/e2e/

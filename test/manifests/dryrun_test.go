@@ -26,6 +26,7 @@ var shipped = []string{
 	"config/prometheus",
 	"config/networkpolicy",
 	"config/admission",
+	"config/grafana",
 	"config/samples",
 	"config/examples/runbook-url",
 }
@@ -36,8 +37,23 @@ var namespaces = []string{"ksm-scale-operator-system", "monitoring"}
 
 // apiServer starts kube-apiserver and etcd from bin/ (KUBEBUILDER_ASSETS) with
 // our CRD and the Prometheus Operator CRDs hack/build-tools.sh generates into
-// bin/crds/prometheus-operator, and stops them when the test ends.
+// bin/crds/prometheus-operator, creates the namespaces, and stops them when
+// the test ends.
 func apiServer(t *testing.T) client.Client {
+	t.Helper()
+	_, c := controlPlane(t, true)
+	for _, ns := range namespaces {
+		if err := c.Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+			t.Fatalf("namespace %s: %v", ns, err)
+		}
+	}
+	return c
+}
+
+// controlPlane starts kube-apiserver and etcd with the Prometheus Operator
+// CRDs and, if withOurCRD, the KSMScale CRD of config/crd, and stops them
+// when the test ends. It skips (fails in CI) without the binaries.
+func controlPlane(t *testing.T, withOurCRD bool) (*envtest.Environment, client.Client) {
 	t.Helper()
 	abs, err := filepath.Abs(root)
 	if err != nil {
@@ -57,8 +73,12 @@ func apiServer(t *testing.T) client.Client {
 			t.Skip(msg)
 		}
 	}
+	crds := []string{promCRDs}
+	if withOurCRD {
+		crds = append(crds, filepath.Join(abs, "config", "crd", "bases"))
+	}
 	env := &envtest.Environment{
-		CRDDirectoryPaths:        []string{filepath.Join(abs, "config", "crd", "bases"), promCRDs},
+		CRDDirectoryPaths:        crds,
 		ErrorIfCRDPathMissing:    true,
 		BinaryAssetsDirectory:    assets,
 		ControlPlaneStartTimeout: time.Minute,
@@ -78,12 +98,7 @@ func apiServer(t *testing.T) client.Client {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, ns := range namespaces {
-		if err := c.Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
-			t.Fatalf("namespace %s: %v", ns, err)
-		}
-	}
-	return c
+	return env, c
 }
 
 // dryRunApply server-side applies obj with dryRun=All and strict field
@@ -120,6 +135,18 @@ func TestServerSideDryRun(t *testing.T) {
 			for _, o := range objs {
 				if err := dryRunApply(ctx, c, o); err != nil {
 					t.Errorf("%s from %s: rejected by the API server: %v", describe(o), dir, err)
+				}
+			}
+		})
+	}
+
+	// The Helm chart as helm install renders it: the default values and every
+	// toggle on (chart_test.go's cases).
+	for _, cc := range chartCases {
+		t.Run("chart/"+cc.name, func(t *testing.T) {
+			for _, o := range renderChart(t, cc) {
+				if err := dryRunApply(ctx, c, o); err != nil {
+					t.Errorf("%s from the chart (%s): rejected by the API server: %v", describe(o), cc.name, err)
 				}
 			}
 		})

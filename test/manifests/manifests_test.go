@@ -3,9 +3,14 @@
 // the release facts that live in more than one file must agree, and every
 // shipped tree is accepted by a real API server (server-side apply, dry-run)
 // with our CRD and the Prometheus Operator CRDs installed (dryrun_test.go).
+// The Helm chart is checked the same way and against config/default
+// (chart_test.go, helminstall_test.go), and the Grafana dashboard's PromQL
+// with promtool (dashboard_test.go).
 //
 // kubectl comes from bin/ (make tools, or hack/test.sh, builds it), else from
-// PATH. Without one the tests skip on a developer machine and fail in CI.
+// PATH; helm only from bin/ (hack/build-tools.sh helm); promtool from PATH
+// (Debian's prometheus package). Without one the tests that need it skip on
+// a developer machine and fail in CI.
 package manifests
 
 import (
