@@ -274,6 +274,10 @@ func progress(o observation, st v1alpha1.KSMScaleStatus) (bool, string, string) 
 		return true, ReasonResharding, "bringing up the Deployment beside the shards"
 	case !o.sharded && !o.deploymentConverged:
 		return true, ReasonScaling, fmt.Sprintf("%d of %d replicas Ready", o.readyReplicas, o.replicas)
+	case o.verifyEnabled && len(o.verify.waiting) > 0:
+		// Not converged while pods still wait for their metrics: the pass
+		// that verifies them (or falls back) is still to come.
+		return true, ReasonVerifying, fmt.Sprintf("waiting until the metrics of %s show the objects they must export", strings.Join(o.verify.waiting, ", "))
 	}
 	return false, ReasonConverged, "the workload matches the spec"
 }

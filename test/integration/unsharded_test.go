@@ -165,8 +165,10 @@ func TestUnshardedFollowsNodeCount(t *testing.T) {
 	})
 
 	t.Run("node heartbeats do not reconcile", func(t *testing.T) {
-		// Wait for the reconciles of the scale-down to drain.
-		waitStatus(t, name, 30*time.Second, func(k *v1alpha1.KSMScale) error {
+		// Wait for the reconciles of the scale-down to drain, and for the
+		// new replicas' hand-over: the fake kubelet gives pods no IP, so
+		// they take over after the settle time (30 s by default).
+		waitStatus(t, name, 90*time.Second, func(k *v1alpha1.KSMScale) error {
 			return wantCondition(k, v1alpha1.ConditionProgressing, metav1.ConditionFalse, controller.ReasonConverged)
 		})
 		time.Sleep(2 * time.Second)
