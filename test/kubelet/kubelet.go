@@ -14,6 +14,14 @@
 // for the pod's readiness gates. Liveness failures and exits restart the
 // process; a pod being deleted has its process stopped and is then removed.
 //
+// Status is written only while the pod's node is Ready, as only a kubelet
+// that reaches the API server can: when the Node is gone or its Ready
+// condition is not True (a test simulating a partitioned node, as the node
+// lifecycle controller reports one), the pod's status is left to others
+// (MarkPodsNotReady's Ready=False stays), while its process keeps running,
+// as a partitioned node's containers do. Once the node is Ready again, the
+// pod's status is reconciled as usual.
+//
 // kwok must leave these pods alone: start the cluster with
 // localcluster.Options.ExternalKubeletLabel matching Options.Selector.
 //
@@ -104,10 +112,14 @@ type Kubelet struct {
 
 	factory  informers.SharedInformerFactory
 	informer cache.SharedIndexInformer
-	queue    workqueue.TypedRateLimitingInterface[string]
-	cancel   context.CancelFunc
-	ctx      context.Context
-	workers  sync.WaitGroup
+	// nodeFactory is apart from factory, whose list options carry the pod
+	// selector; nodes tells which nodes are Ready.
+	nodeFactory informers.SharedInformerFactory
+	nodes       cache.SharedIndexInformer
+	queue       workqueue.TypedRateLimitingInterface[string]
+	cancel      context.CancelFunc
+	ctx         context.Context
+	workers     sync.WaitGroup
 
 	mu      sync.Mutex
 	stopped bool
@@ -168,6 +180,9 @@ func Start(ctx context.Context, o Options) (*Kubelet, error) {
 	k.factory = informers.NewSharedInformerFactoryWithOptions(k.client, 0,
 		informers.WithTweakListOptions(func(lo *metav1.ListOptions) { lo.LabelSelector = selector }))
 	k.informer = k.factory.Core().V1().Pods().Informer()
+	if err := k.informer.AddIndexers(cache.Indexers{nodeNameIndex: indexByNodeName}); err != nil {
+		return nil, err
+	}
 	enqueue := func(obj any) {
 		if key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj); err == nil {
 			k.queue.Add(key)
@@ -180,13 +195,28 @@ func Start(ctx context.Context, o Options) (*Kubelet, error) {
 	}); err != nil {
 		return nil, err
 	}
+	k.nodeFactory = informers.NewSharedInformerFactory(k.client, 0)
+	k.nodes = k.nodeFactory.Core().V1().Nodes().Informer()
+	if _, err := k.nodes.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: k.enqueueNodePods,
+		UpdateFunc: func(old, cur any) {
+			if nodeReady(old) != nodeReady(cur) {
+				k.enqueueNodePods(cur)
+			}
+		},
+		DeleteFunc: k.enqueueNodePods,
+	}); err != nil {
+		return nil, err
+	}
 	k.factory.Start(k.ctx.Done())
+	k.nodeFactory.Start(k.ctx.Done())
 	syncCtx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	if !cache.WaitForCacheSync(syncCtx.Done(), k.informer.HasSynced) {
+	if !cache.WaitForCacheSync(syncCtx.Done(), k.informer.HasSynced, k.nodes.HasSynced) {
 		k.cancel()
 		k.factory.Shutdown()
-		return nil, errors.New("kubelet: pod informer did not sync")
+		k.nodeFactory.Shutdown()
+		return nil, errors.New("kubelet: pod or node informer did not sync")
 	}
 	for range workers {
 		k.workers.Go(k.work)
@@ -215,6 +245,7 @@ func (k *Kubelet) Stop() error {
 	k.queue.ShutDown()
 	k.workers.Wait()
 	k.factory.Shutdown()
+	k.nodeFactory.Shutdown()
 	var wg sync.WaitGroup
 	for _, r := range runners {
 		wg.Go(func() { r.halt(min(r.grace(nil), maxStopGrace)) })
@@ -311,6 +342,9 @@ func (k *Kubelet) sync(ctx context.Context, key string) error {
 		return nil
 	}
 	if pod.DeletionTimestamp != nil {
+		// Unlike a real kubelet, this one finalizes deletions even on a node
+		// that is not Ready (where the pod would wait for a force delete),
+		// so that a test never leaves processes or pods behind.
 		return k.terminate(ctx, key, pod, r)
 	}
 	if pod.Status.Phase == corev1.PodFailed || pod.Status.Phase == corev1.PodSucceeded {
@@ -328,6 +362,12 @@ func (k *Kubelet) sync(ctx context.Context, key string) error {
 	if r.halted() {
 		return nil
 	}
+	if !k.nodeIsReady(pod.Spec.NodeName) {
+		// The node is unreachable: its kubelet could not write, so the
+		// status others wrote (NodeNotReady) stays. The process runs on;
+		// a node event requeues the pod once the node is Ready again.
+		return nil
+	}
 	patch, err := statusPatch(pod, r.observe(), ContainerName, time.Now())
 	if err != nil || patch == nil {
 		return err
@@ -338,6 +378,56 @@ func (k *Kubelet) sync(ctx context.Context, key string) error {
 		return nil
 	}
 	return err
+}
+
+// nodeNameIndex indexes pods by spec.nodeName, for requeueing a node's pods.
+const nodeNameIndex = "nodeName"
+
+func indexByNodeName(obj any) ([]string, error) {
+	if pod, ok := obj.(*corev1.Pod); ok && pod.Spec.NodeName != "" {
+		return []string{pod.Spec.NodeName}, nil
+	}
+	return nil, nil
+}
+
+// nodeReady reports whether obj is a Node whose NodeReady condition is
+// True; anything else (a tombstone, Unknown, False, no condition) is not.
+func nodeReady(obj any) bool {
+	node, ok := obj.(*corev1.Node)
+	if !ok {
+		return false
+	}
+	for _, c := range node.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// nodeIsReady reports whether the node named name exists and is Ready.
+func (k *Kubelet) nodeIsReady(name string) bool {
+	obj, exists, err := k.nodes.GetStore().GetByKey(name)
+	return err == nil && exists && nodeReady(obj)
+}
+
+// enqueueNodePods queues every selected pod bound to the node obj (a Node
+// or a deletion tombstone of one), whose readiness decides whether their
+// status is written.
+func (k *Kubelet) enqueueNodePods(obj any) {
+	key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj)
+	if err != nil {
+		return
+	}
+	pods, err := k.informer.GetIndexer().ByIndex(nodeNameIndex, key)
+	if err != nil {
+		return
+	}
+	for _, p := range pods {
+		if podKey, err := cache.MetaNamespaceKeyFunc(p); err == nil {
+			k.queue.Add(podKey)
+		}
+	}
 }
 
 // admit takes a newly scheduled pod on: an IP, and a runner that starts its

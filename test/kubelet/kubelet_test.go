@@ -47,6 +47,21 @@ const (
 	timeout = 3 * time.Minute
 )
 
+// kwokNodeAnnotation is localcluster's: kwok plays kubelet only for nodes
+// annotated with it ("fake").
+const kwokNodeAnnotation = "kwok.x-k8s.io/node"
+
+// retryOnConflict runs update until it does not fail with a conflict.
+func retryOnConflict(ctx context.Context, update func() error) error {
+	for {
+		err := update()
+		if !apierrors.IsConflict(err) || ctx.Err() != nil {
+			return err
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // binDir is where the binaries are: KUBEBUILDER_ASSETS or the repository's
 // bin/. The test is skipped without them.
 func binDir(t *testing.T) string {
@@ -190,8 +205,9 @@ func setup(t *testing.T, ctx context.Context, cs kubernetes.Interface) {
 // TestKubelet runs real kube-state-metrics for labelled pods of a local
 // cluster and checks what a kubelet must do: the pod's own IP, its
 // ServiceAccount, status with readiness gates honoured and other writers'
-// conditions kept, quiet when steady, restarts, env expansion, deletion, and
-// that Stop leaves no process.
+// conditions kept, quiet when steady, no status writes while the pod's node
+// is not Ready, restarts, env expansion, deletion, and that Stop leaves no
+// process.
 func TestKubelet(t *testing.T) {
 	bin := binDir(t)
 	ctx := t.Context()
@@ -457,6 +473,144 @@ func TestKubelet(t *testing.T) {
 				t.Fatalf("pod written while steady: resourceVersion %s -> %s\nbefore: %+v\nafter: %+v", rv, cur.ResourceVersion, pod.Status, cur.Status)
 			}
 			time.Sleep(500 * time.Millisecond)
+		}
+	})
+
+	t.Run("no status writes while the node is not Ready", func(t *testing.T) {
+		nodes := cs.CoreV1().Nodes()
+		nodeName := pod.Spec.NodeName
+		setNodeReady := func(status corev1.ConditionStatus, reason string) {
+			t.Helper()
+			err := retryOnConflict(ctx, func() error {
+				node, err := nodes.Get(ctx, nodeName, metav1.GetOptions{})
+				if err != nil {
+					return err
+				}
+				for i := range node.Status.Conditions {
+					if c := &node.Status.Conditions[i]; c.Type == corev1.NodeReady {
+						c.Status, c.Reason, c.LastTransitionTime = status, reason, metav1.Now()
+					}
+				}
+				_, err = nodes.UpdateStatus(ctx, node, metav1.UpdateOptions{})
+				return err
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		nodeReadyStatus := func() corev1.ConditionStatus {
+			node, err := nodes.Get(ctx, nodeName, metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, c := range node.Status.Conditions {
+				if c.Type == corev1.NodeReady {
+					return c.Status
+				}
+			}
+			return ""
+		}
+		annotate := func(value *string) {
+			t.Helper()
+			patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]any{kwokNodeAnnotation: value}}})
+			if _, err := nodes.Patch(ctx, nodeName, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+
+		// kwok's node-initialize stage matches every node of its own whose
+		// Ready is not True, with no delay: Ready=Unknown on a kwok node
+		// lasts moments. Log what it does, for whoever relies on the trick.
+		setNodeReady(corev1.ConditionUnknown, "NodeStatusUnknown")
+		flipped := time.Duration(-1)
+		for start := time.Now(); time.Since(start) < 3*time.Second; time.Sleep(100 * time.Millisecond) {
+			if nodeReadyStatus() == corev1.ConditionTrue {
+				flipped = time.Since(start)
+				break
+			}
+		}
+		if flipped >= 0 {
+			t.Logf("kwok set node %s Ready=True again %s after it was marked Unknown", nodeName, flipped.Round(10*time.Millisecond))
+		} else {
+			t.Logf("node %s stayed Ready=Unknown for 3s under kwok", nodeName)
+			setNodeReady(corev1.ConditionTrue, "KubeletReady")
+		}
+		eventually(t, "shard-0 Ready after the node is back", func() error {
+			p, err := getPod("shard-0")
+			if err == nil && condStatus(p, corev1.PodReady) != corev1.ConditionTrue {
+				err = fmt.Errorf("Ready: %+v", condition(p, corev1.PodReady))
+			}
+			return err
+		})
+
+		// So the node is taken from kwok first, as a partitioned node's
+		// kubelet is gone: without the annotation kwok leaves it alone.
+		annotate(nil)
+		t.Cleanup(func() { annotate(ptr.To("fake")) })
+		setNodeReady(corev1.ConditionUnknown, "NodeStatusUnknown")
+		pid := k.PIDs()[ns+"/shard-0"]
+		// What the node lifecycle controller's MarkPodsNotReady writes.
+		err := retryOnConflict(ctx, func() error {
+			cur, err := getPod("shard-0")
+			if err != nil {
+				return err
+			}
+			for i := range cur.Status.Conditions {
+				if c := &cur.Status.Conditions[i]; c.Type == corev1.PodReady {
+					c.Status, c.Reason, c.Message, c.LastTransitionTime = corev1.ConditionFalse, "NodeNotReady", "", metav1.Now()
+				}
+			}
+			_, err = pods.UpdateStatus(ctx, cur, metav1.UpdateOptions{})
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		kubeletWrite := func(p *corev1.Pod) string {
+			for _, m := range p.ManagedFields {
+				if m.Manager == "test-kubelet" && m.Subresource == "status" && m.Time != nil {
+					return m.Time.UTC().Format(time.RFC3339)
+				}
+			}
+			return ""
+		}
+		marked, err := getPod("shard-0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lastWrite := kubeletWrite(marked)
+		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(250 * time.Millisecond) {
+			cur, err := getPod("shard-0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st := nodeReadyStatus(); st != corev1.ConditionUnknown {
+				t.Fatalf("node %s Ready=%s during the check: something else plays its kubelet", nodeName, st)
+			}
+			if r := condition(cur, corev1.PodReady); r == nil || r.Status != corev1.ConditionFalse || r.Reason != "NodeNotReady" {
+				t.Fatalf("Ready rewritten while the node is not Ready: %+v", r)
+			}
+			if w := kubeletWrite(cur); w != lastWrite {
+				t.Fatalf("the kubelet wrote status while the node is not Ready (%s, before %s): %+v", w, lastWrite, cur.Status)
+			}
+		}
+		// A partitioned node's containers keep running.
+		if got := k.PIDs()[ns+"/shard-0"]; pid == 0 || got != pid || !alive(pid) {
+			t.Errorf("process while the node is not Ready: pid %d, before %d", got, pid)
+		}
+
+		setNodeReady(corev1.ConditionTrue, "KubeletReady")
+		eventually(t, "shard-0 Ready again once the node is Ready", func() error {
+			if pod, err = getPod("shard-0"); err != nil {
+				return err
+			}
+			if condStatus(pod, corev1.PodReady) != corev1.ConditionTrue {
+				return fmt.Errorf("Ready: %+v", condition(pod, corev1.PodReady))
+			}
+			return nil
+		})
+		if got := k.PIDs()[ns+"/shard-0"]; got != pid {
+			t.Errorf("process restarted across the node's outage: pid %d, before %d", got, pid)
 		}
 	})
 
