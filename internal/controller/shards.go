@@ -279,10 +279,14 @@ func observePod(p *corev1.Pod, name string, total int32, rev string) ksm.Observe
 	o.Terminal = terminal && !deleting
 	o.Active = !terminal && !deleting
 	readyCond, containersReady := false, false
-	var containersSince time.Time
+	var containersSince, notReadySince time.Time
+	notReadyReason := ""
 	for _, cond := range p.Status.Conditions {
 		if cond.Type == corev1.PodReady && cond.Status == corev1.ConditionTrue {
 			readyCond, o.ReadySince = true, cond.LastTransitionTime.Time
+		}
+		if cond.Type == corev1.PodReady && cond.Status != corev1.ConditionTrue {
+			notReadySince, notReadyReason = cond.LastTransitionTime.Time, cond.Reason
 		}
 		if cond.Type == corev1.ContainersReady && cond.Status == corev1.ConditionTrue {
 			containersReady, containersSince = true, cond.LastTransitionTime.Time
@@ -294,10 +298,17 @@ func observePod(p *corev1.Pod, name string, total int32, rev string) ksm.Observe
 	// a pod verified late is not held for another settle time on top.
 	gated, gatesOK := readinessGates(p)
 	o.Ready = readyCond && gatesOK
-	if gated && o.Ready && containersReady {
+	switch {
+	case !o.Ready:
+		o.ReadySince = time.Time{}
+	case gated && containersReady:
 		o.ReadySince = containersSince
 	}
-	if o.Active && !readyCond && containersReady && gatesOK && p.Status.Phase == corev1.PodRunning {
+	// Right after a gate turns True, kubelet has not flipped Ready yet: Ready
+	// False since before the gate's transition is that moment, not a lost
+	// node, which turns a Ready pod not Ready later.
+	catchingUp := gated && !notReadySince.After(lastGateTransition(p)) && notReadyReason != nodeNotReadyReason
+	if o.Active && !readyCond && containersReady && gatesOK && !catchingUp && p.Status.Phase == corev1.PodRunning {
 		// Containers ready but the pod not: the node lifecycle controller
 		// marked it so because its node stopped reporting (MarkPodsNotReady
 		// leaves ContainersReady alone; a failing probe clears both). Its
@@ -402,4 +413,22 @@ func readinessGates(p *corev1.Pod) (gated, allTrue bool) {
 		}
 	}
 	return len(p.Spec.ReadinessGates) > 0, true
+}
+
+// nodeNotReadyReason is the Ready condition's reason when the node lifecycle
+// controller marks a pod not Ready because its node stopped reporting.
+const nodeNotReadyReason = "NodeNotReady"
+
+// lastGateTransition is the latest transition of the pod's readiness gate
+// conditions.
+func lastGateTransition(p *corev1.Pod) time.Time {
+	var last time.Time
+	for _, g := range p.Spec.ReadinessGates {
+		for _, c := range p.Status.Conditions {
+			if c.Type == g.ConditionType && c.LastTransitionTime.After(last) {
+				last = c.LastTransitionTime.Time
+			}
+		}
+	}
+	return last
 }

@@ -85,3 +85,59 @@ func TestObservePod(t *testing.T) {
 		})
 	}
 }
+
+// TestObservePodWithGate: with the metrics-verified gate, Ready counts only
+// once the gate is True, the settle time counts from the containers becoming
+// ready, and the moment between the gate turning True and kubelet flipping
+// Ready is not mistaken for an unreachable node.
+func TestObservePodWithGate(t *testing.T) {
+	k := &v1alpha1.KSMScale{ObjectMeta: metav1.ObjectMeta{Name: "gated"}}
+	cfg := ksm.Resolve(k)
+	cfg.VerifyHandover = true
+	rev := ksm.Revision(cfg, 3)
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	at := func(s int) metav1.Time { return metav1.NewTime(t0.Add(time.Duration(s) * time.Second)) }
+	cond := func(typ corev1.PodConditionType, ok bool, s int, reason string) corev1.PodCondition {
+		st := corev1.ConditionFalse
+		if ok {
+			st = corev1.ConditionTrue
+		}
+		return corev1.PodCondition{Type: typ, Status: st, LastTransitionTime: at(s), Reason: reason}
+	}
+	build := func(conds ...corev1.PodCondition) *corev1.Pod {
+		p := ksm.BuildShardPod(cfg, 1, 3)
+		p.Status.Phase = corev1.PodRunning
+		p.Status.Conditions = conds
+		return p
+	}
+	base := ksm.ObservedPod{Shard: 1, Total: 3, Revision: rev, Active: true}
+	with := func(f func(*ksm.ObservedPod)) ksm.ObservedPod { o := base; f(&o); return o }
+	cases := []struct {
+		name string
+		pod  *corev1.Pod
+		want ksm.ObservedPod
+	}{
+		{"containers ready, gate not set: waiting, not Ready, not lost",
+			build(cond(corev1.ContainersReady, true, 1, ""), cond(corev1.PodReady, false, 0, "ReadinessGatesNotReady")), base},
+		{"gate just set, kubelet not caught up yet: not lost",
+			build(cond(corev1.ContainersReady, true, 1, ""), cond(corev1.PodReady, false, 0, "ReadinessGatesNotReady"),
+				cond(ksm.MetricsVerifiedGate, true, 20, "Verified")), base},
+		{"kwok or a kubelet ignoring gates says Ready before the gate: not Ready",
+			build(cond(corev1.ContainersReady, true, 1, ""), cond(corev1.PodReady, true, 1, "")), base},
+		{"verified and Ready: settled from the containers becoming ready",
+			build(cond(corev1.ContainersReady, true, 1, ""), cond(corev1.PodReady, true, 20, ""), cond(ksm.MetricsVerifiedGate, true, 20, "Verified")),
+			with(func(o *ksm.ObservedPod) { o.Ready, o.ReadySince = true, at(1).Time })},
+		{"verified, then marked not Ready by the node lifecycle controller: lost",
+			build(cond(corev1.ContainersReady, true, 1, ""), cond(corev1.PodReady, false, 60, "NodeNotReady"), cond(ksm.MetricsVerifiedGate, true, 20, "Verified")),
+			with(func(o *ksm.ObservedPod) { o.Active, o.Lost = false, true })},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got := observePod(tc.pod, cfg.Name, 3, rev)
+			tc.want.Name, tc.want.Created = tc.pod.Name, tc.pod.CreationTimestamp.Time
+			if got != tc.want {
+				t.Errorf("observePod =\n %+v\nwant\n %+v", got, tc.want)
+			}
+		})
+	}
+}

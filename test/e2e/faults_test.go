@@ -10,6 +10,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -115,6 +116,27 @@ func TestFaults(t *testing.T) {
 		w := watchCoverage(t, ns, name)
 		victim := pods[1]
 		node := &corev1.Node{}
+		if err := k8s.Get(suiteCtx, client.ObjectKey{Name: victim.Spec.NodeName}, node); err != nil {
+			t.Fatal(err)
+		}
+		// kwok would mark the node Ready again within a fraction of a
+		// second: take it away from kwok, as a kubelet that stopped
+		// reporting, and hand it back at the end. The test kubelet then
+		// writes no status for the node's pods either, as a real one on an
+		// unreachable node could not.
+		const kwokAnnotation = "kwok.x-k8s.io/node"
+		setKwok := func(value *string) {
+			patch := `{"metadata":{"annotations":{"` + kwokAnnotation + `":null}}}`
+			if value != nil {
+				patch = `{"metadata":{"annotations":{"` + kwokAnnotation + `":"` + *value + `"}}}`
+			}
+			if err := k8s.Patch(suiteCtx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node.Name}}, client.RawPatch(types.MergePatchType, []byte(patch))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		owner := node.Annotations[kwokAnnotation]
+		setKwok(nil)
+		t.Cleanup(func() { setKwok(&owner) })
 		if err := k8s.Get(suiteCtx, client.ObjectKey{Name: victim.Spec.NodeName}, node); err != nil {
 			t.Fatal(err)
 		}

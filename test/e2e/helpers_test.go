@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -17,6 +18,9 @@ import (
 
 	v1alpha1 "github.com/ksmscale/ksm-scale-operator/api/v1alpha1"
 	"github.com/ksmscale/ksm-scale-operator/test/coverage"
+	"github.com/ksmscale/ksm-scale-operator/test/e2e/workload"
+	"github.com/ksmscale/ksm-scale-operator/test/localcluster"
+	"github.com/ksmscale/ksm-scale-operator/test/metricwatch"
 )
 
 // sumSamples adds up the samples of a metric family in Prometheus text
@@ -122,14 +126,38 @@ func waitConverged(t *testing.T, ns, name string, total int, timeout time.Durati
 	return pods
 }
 
-func watchCoverage(t *testing.T, ns, name string) *coverage.Watcher {
+// watchers judge one change twice: by pod readiness (test/coverage) and by
+// what the pods' kube-state-metrics actually export (test/metricwatch).
+type watchers struct {
+	pods    *coverage.Watcher
+	metrics *metricwatch.Watcher
+}
+
+// watchCoverage starts both watchers on one KSMScale's pods, shard pods and
+// Deployment replicas alike.
+func watchCoverage(t *testing.T, ns, name string) *watchers {
 	t.Helper()
-	w, err := coverage.Watch(suiteCtx, cs, ns, "ksmscale.example.com="+name, "kube-state-metrics")
+	sel := "ksmscale.example.com=" + name
+	pw, err := coverage.Watch(suiteCtx, cs, ns, sel, "kube-state-metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(w.Stop)
-	return w
+	t.Cleanup(pw.Stop)
+	mw, err := metricwatch.Start(suiteCtx, metricwatch.Options{
+		Config:  cluster.RESTConfig(),
+		Targets: metricwatch.PodTargets(cs, ns, sel, 8080),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(mw.Stop)
+	return &watchers{pods: pw, metrics: mw}
+}
+
+// reset starts a new measurement on both.
+func (w *watchers) reset() {
+	w.pods.Reset(time.Now())
+	w.metrics.Reset()
 }
 
 func patchSpec(t *testing.T, name, patch string) {
@@ -140,34 +168,97 @@ func patchSpec(t *testing.T, name, patch string) {
 	}
 }
 
-// result is one scenario's coverage figures.
+// result is one scenario's coverage figures: from pod readiness (uncovered,
+// overlap) and from the metrics themselves (missing and duplicate
+// object-seconds, the most objects missing at one instant).
 type result struct {
 	scenario           string
 	uncovered, overlap time.Duration
+	missing, dup       float64
+	worst              int
 	note               string
 }
 
 func (r result) String() string {
-	return fmt.Sprintf("%-46s uncovered %8s  overlap %8s  %s", r.scenario,
-		r.uncovered.Round(time.Millisecond), r.overlap.Round(time.Millisecond), r.note)
+	return fmt.Sprintf("%-46s missing %7.1f obj-s (worst %4d)  duplicate %8.1f obj-s | pods: uncovered %8s overlap %8s  %s", r.scenario,
+		r.missing, r.worst, r.dup, r.uncovered.Round(time.Millisecond), r.overlap.Round(time.Millisecond), r.note)
 }
 
 // measure reports a scenario's coverage once the watcher sees a complete
 // generation again, and checks the gap rule: zero where the fault left every
 // shard a Ready pod; otherwise the gap must have ended.
-func measure(t *testing.T, w *coverage.Watcher, scenario string, mayGap bool, note string) result {
+//
+// The metric watcher must also see every object exported again, for a few
+// ticks past its grace window, so that the end of the change is in its
+// figures; where the fault did not force a gap, no object may have gone
+// missing for a single tick.
+func measure(t *testing.T, w *watchers, scenario string, mayGap bool, note string) result {
 	t.Helper()
 	eventually(t, 120*time.Second, scenario+": covered again", func() error {
-		if r := w.Report(time.Now()); !r.Covered {
+		if r := w.pods.Report(time.Now()); !r.Covered {
 			return fmt.Errorf("%s", r)
 		}
 		return nil
 	})
-	r := w.Report(time.Now())
-	res := result{scenario: scenario, uncovered: r.UncoveredTime(), overlap: r.OverlapTime(), note: note}
+	covered := time.Now()
+	eventually(t, 120*time.Second, scenario+": every object exported again", func() error {
+		m := w.metrics.Report()
+		if m.Until.Before(covered.Add(metricwatch.DefaultGrace+2*time.Second)) || m.Last.Missing > 0 || m.Last.FailedTargets > 0 {
+			return fmt.Errorf("last tick at %s: %d objects missing, %d targets failed", m.Until.Format(time.TimeOnly), m.Last.Missing, m.Last.FailedTargets)
+		}
+		return nil
+	})
+	r := w.pods.Report(time.Now())
+	m := w.metrics.Report()
+	res := result{scenario: scenario, uncovered: r.UncoveredTime(), overlap: r.OverlapTime(),
+		missing: m.MissingObjectSeconds, dup: m.DuplicateObjectSeconds, worst: m.Worst.Missing, note: note}
 	fmt.Printf("e2e coverage: %s\n", res)
 	if !mayGap && r.UncoveredTime() != 0 {
 		t.Errorf("%s: %s, want no uncovered time: %v", scenario, r, r.Uncovered)
 	}
+	if !mayGap && m.MissingObjectSeconds != 0 {
+		t.Errorf("%s: metrics: %s; worst instant %s: %v", scenario, m, m.Worst.At.Format(time.TimeOnly), m.Worst.MissingExamples)
+	}
 	return res
+}
+
+var (
+	workloadOnce sync.Once
+	workloadSum  workload.Summary
+	workloadErr  error
+)
+
+// seedWorkload creates, once per suite, the cluster's objects that the
+// shards export: 3,000 pods and 200 configmaps in 10 namespaces, spread
+// over the Ready nodes, so that a kube-state-metrics list is not trivial.
+func seedWorkload(t *testing.T) workload.Summary {
+	t.Helper()
+	workloadOnce.Do(func() {
+		nodes := &corev1.NodeList{}
+		if workloadErr = k8s.List(suiteCtx, nodes); workloadErr != nil {
+			return
+		}
+		var names []string
+		for i := range nodes.Items {
+			if n := &nodes.Items[i]; localcluster.NodeReady(n) && !n.Spec.Unschedulable {
+				names = append(names, n.Name)
+			}
+		}
+		start := time.Now()
+		workloadSum, workloadErr = workload.Seed(suiteCtx, cs, workload.Options{
+			Namespaces: 10, PodsPerNamespace: 300, ConfigMapsPerNamespace: 20, Nodes: names, Prefix: "load",
+		})
+		if workloadErr != nil {
+			return
+		}
+		if workloadErr = workload.WaitPodsReady(suiteCtx, cs, workloadSum, 5*time.Minute); workloadErr != nil {
+			return
+		}
+		fmt.Printf("e2e: %d pods, %d configmaps in %d namespaces on %d nodes, Ready in %s\n",
+			len(workloadSum.Pods), len(workloadSum.ConfigMaps), len(workloadSum.Namespaces), len(names), time.Since(start).Round(time.Millisecond))
+	})
+	if workloadErr != nil {
+		t.Fatalf("seed workload: %v", workloadErr)
+	}
+	return workloadSum
 }

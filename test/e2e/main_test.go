@@ -18,6 +18,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -25,6 +26,7 @@ import (
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/client-go/kubernetes"
@@ -36,6 +38,7 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	v1alpha1 "github.com/ksmscale/ksm-scale-operator/api/v1alpha1"
+	ksmkubelet "github.com/ksmscale/ksm-scale-operator/test/kubelet"
 	"github.com/ksmscale/ksm-scale-operator/test/localcluster"
 	"github.com/ksmscale/ksm-scale-operator/test/proc"
 	"github.com/ksmscale/ksm-scale-operator/test/wait"
@@ -59,7 +62,41 @@ var (
 	// operatorKubeconfig holds the operator ServiceAccount's token.
 	operatorKubeconfig string
 	suiteCtx           context.Context
+	// kubelet runs real kube-state-metrics behind every KSMScale pod.
+	kubelet *ksmkubelet.Kubelet
+
+	// kubeconfigFor, when set, picks the kubeconfig of a KSM pod started
+	// from now on (a slow proxy, a limited account); "" means the pod's own
+	// ServiceAccount. Tests set it and reset it in a cleanup.
+	kubeconfigMu  sync.Mutex
+	kubeconfigFor func(ctx context.Context, pod *corev1.Pod) (string, error)
 )
+
+// ksmPodLabel marks the pods test/kubelet runs: every KSMScale's pods
+// (shard pods and the Deployment's replicas) carry it.
+const ksmPodLabel = "ksmscale.example.com"
+
+func podKubeconfig(ctx context.Context, pod *corev1.Pod) (string, error) {
+	kubeconfigMu.Lock()
+	f := kubeconfigFor
+	kubeconfigMu.Unlock()
+	if f == nil {
+		return "", nil
+	}
+	return f(ctx, pod)
+}
+
+// useKubeconfigs sets kubeconfigFor until t ends.
+func useKubeconfigs(t *testing.T, f func(ctx context.Context, pod *corev1.Pod) (string, error)) {
+	kubeconfigMu.Lock()
+	kubeconfigFor = f
+	kubeconfigMu.Unlock()
+	t.Cleanup(func() {
+		kubeconfigMu.Lock()
+		kubeconfigFor = nil
+		kubeconfigMu.Unlock()
+	})
+}
 
 func init() {
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
@@ -96,7 +133,11 @@ func run(m *testing.M) int {
 	}
 
 	start := time.Now()
-	cluster, err = localcluster.Start(ctx, localcluster.Options{BinDir: bin, Dir: filepath.Join(work, "cluster"), Nodes: Nodes})
+	// Every KSMScale's pods run real kube-state-metrics on their own
+	// loopback IPs (test/kubelet); kwok simulates the nodes and every other
+	// pod, and leaves these alone.
+	cluster, err = localcluster.Start(ctx, localcluster.Options{BinDir: bin, Dir: filepath.Join(work, "cluster"), Nodes: Nodes,
+		ExternalKubeletLabel: ksmPodLabel})
 	if err != nil {
 		return fail("start the local cluster: %v", err)
 	}
@@ -112,6 +153,20 @@ func run(m *testing.M) int {
 		return fail("%v", err)
 	}
 	cs = kubernetes.NewForConfigOrDie(cfg)
+	sel, err := labels.Parse(ksmPodLabel)
+	if err != nil {
+		return fail("%v", err)
+	}
+	kubelet, err = ksmkubelet.Start(ctx, ksmkubelet.Options{Config: cfg, BinDir: bin, Dir: filepath.Join(work, "kubelet"),
+		Selector: sel, Kubeconfig: podKubeconfig})
+	if err != nil {
+		return fail("start the kube-state-metrics kubelet: %v", err)
+	}
+	defer func() {
+		if err := kubelet.Stop(); err != nil {
+			fmt.Fprintf(os.Stderr, "stop the kube-state-metrics kubelet: %v\n", err)
+		}
+	}()
 
 	// Install as a user would, from config/.
 	for _, args := range [][]string{
@@ -175,7 +230,7 @@ type operator struct {
 // startOperator runs the manager binary with leader election, as the
 // operator's ServiceAccount. It is stopped when owner ends, which may be a
 // parent of t: an operator started in one subtest can outlive it.
-func startOperator(t, owner *testing.T, name string) *operator {
+func startOperator(t, owner *testing.T, name string, extraArgs ...string) *operator {
 	t.Helper()
 	ports, err := proc.FreePorts(2)
 	if err != nil {
@@ -183,13 +238,13 @@ func startOperator(t, owner *testing.T, name string) *operator {
 	}
 	mport, pport := ports[0], ports[1]
 	log := filepath.Join(work, name+".log")
-	p, err := proc.Start(name, managerBin, []string{
+	p, err := proc.Start(name, managerBin, append([]string{
 		"--kubeconfig", operatorKubeconfig,
 		"--leader-elect", "--leader-election-namespace", operatorNamespace,
-		"--ksm-namespaces=monitoring,faults",
+		"--ksm-namespaces=monitoring,faults,handover",
 		fmt.Sprintf("--metrics-bind-address=127.0.0.1:%d", mport),
 		fmt.Sprintf("--health-probe-bind-address=127.0.0.1:%d", pport),
-	}, log)
+	}, extraArgs...), log)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,164 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1alpha1 "github.com/ksmscale/ksm-scale-operator/api/v1alpha1"
+	"github.com/ksmscale/ksm-scale-operator/internal/controller"
+	"github.com/ksmscale/ksm-scale-operator/internal/ksm"
+)
+
+// handoverNamespace is where the hand-over scenarios run.
+const handoverNamespace = "handover"
+
+// TestVerifiedHandover drives every kind of change through one KSMScale with
+// real kube-state-metrics behind its pods and judges each by what the pods
+// export: no object of the cluster may go missing for a single scrape. Each
+// hand-over must also have been verified from the pods' metrics, not by the
+// settle-time fallback.
+func TestVerifiedHandover(t *testing.T) {
+	const ns, name = handoverNamespace, "handover"
+	ensureNamespace(t, ns)
+	seedWorkload(t)
+	startOperator(t, t, "operator-handover")
+	k := &v1alpha1.KSMScale{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: v1alpha1.KSMScaleSpec{
+		Namespace: ns,
+		// 300 nodes / 150: two replicas when unsharded.
+		NodesPerMonitor: 150,
+		Sharding: &v1alpha1.ShardingConfig{Enabled: true, ShardCount: 3, Advanced: &v1alpha1.AdvancedShardingConfig{
+			MinAvailable: 2, MinReadySeconds: ptr.To[int32](3),
+		}},
+	}}
+	if err := k8s.Create(suiteCtx, k); err != nil {
+		t.Fatalf("create: %v", err)
+	}
+	t.Cleanup(func() { _ = k8s.Delete(suiteCtx, k) })
+	waitConverged(t, ns, name, 3, 180*time.Second)
+	wantVerified(t, name)
+	w := watchCoverage(t, ns, name)
+
+	var results []result
+	defer func() {
+		fmt.Println("e2e hand-over scenarios (real kube-state-metrics behind every pod; missing = objects exported by no serving pod):")
+		for _, r := range results {
+			fmt.Println("  " + r.String())
+		}
+	}()
+	step := func(scenario string, change func(t *testing.T), converged func(t *testing.T)) {
+		t.Run(scenario, func(t *testing.T) {
+			w.reset()
+			change(t)
+			converged(t)
+			results = append(results, measure(t, w, scenario, false, ""))
+			wantVerified(t, name)
+		})
+	}
+	sharded := func(total int) func(t *testing.T) {
+		return func(t *testing.T) { waitConverged(t, ns, name, total, 240*time.Second) }
+	}
+	unsharded := func(t *testing.T) { waitUnsharded(t, ns, name, 2, 240*time.Second) }
+	image := func(tag string) func(t *testing.T) {
+		return func(t *testing.T) {
+			patchSpec(t, name, fmt.Sprintf(`{"spec":{"monitorImage":"registry.k8s.io/kube-state-metrics/kube-state-metrics:%s"}}`, tag))
+		}
+	}
+	shards := func(n int) func(t *testing.T) {
+		return func(t *testing.T) { patchSpec(t, name, fmt.Sprintf(`{"spec":{"sharding":{"shardCount":%d}}}`, n)) }
+	}
+
+	step("image rollout, 3 shards", image("v2.20.0-e2e.1"), sharded(3))
+	step("reshard up 3->5", shards(5), sharded(5))
+	step("reshard down 5->2", shards(2), sharded(2))
+	step("sharding off (2 shards -> 2 replicas)", func(t *testing.T) {
+		patchSpec(t, name, `{"spec":{"sharding":{"enabled":false}}}`)
+	}, unsharded)
+	step("unsharded rollout", image("v2.20.0-e2e.2"), unsharded)
+	step("sharding on (2 replicas -> 3 shards)", func(t *testing.T) {
+		patchSpec(t, name, `{"spec":{"sharding":{"enabled":true,"shardCount":3}}}`)
+	}, sharded(3))
+	step("second change mid-way: reshard 3->4, then an image", func(t *testing.T) {
+		shards(4)(t)
+		waitPodOfGeneration(t, ns, name, 4)
+		image("v2.20.0-e2e.3")(t)
+	}, sharded(4))
+}
+
+// waitPodOfGeneration waits until a pod of the `total`-shard generation
+// exists: the change is under way.
+func waitPodOfGeneration(t *testing.T, ns, name string, total int) {
+	t.Helper()
+	eventually(t, 60*time.Second, fmt.Sprintf("a pod of the %d-shard generation", total), func() error {
+		for _, p := range activePods(t, ns, name) {
+			if p.Labels["total-shards"] == fmt.Sprint(total) {
+				return nil
+			}
+		}
+		return fmt.Errorf("none yet")
+	})
+}
+
+// waitUnsharded waits for the unsharded mode to have converged: phase Ready
+// on this generation, `replicas` Ready replicas and no shard pod left.
+func waitUnsharded(t *testing.T, ns, name string, replicas int32, timeout time.Duration) {
+	t.Helper()
+	eventually(t, timeout, name+" converged unsharded", func() error {
+		k := &v1alpha1.KSMScale{}
+		if err := k8s.Get(suiteCtx, client.ObjectKey{Name: name}, k); err != nil {
+			return err
+		}
+		if k.Status.Mode != v1alpha1.ModeUnsharded || k.Status.Phase != v1alpha1.PhaseReady || k.Status.ObservedGeneration != k.Generation ||
+			k.Status.CurrentReplicas != replicas {
+			return fmt.Errorf("mode %s phase %s, %d of %d replicas", k.Status.Mode, k.Status.Phase, k.Status.CurrentReplicas, replicas)
+		}
+		if n := len(activePods(t, ns, name)); n > 0 {
+			return fmt.Errorf("%d shard pods left", n)
+		}
+		return nil
+	})
+}
+
+// wantVerified checks that every pod serving now took over on verified
+// metrics: the KSMScale's MetricsVerified condition is True, and no pod's
+// gate says Unverified.
+func wantVerified(t *testing.T, name string) {
+	t.Helper()
+	eventually(t, 60*time.Second, name+" MetricsVerified", func() error {
+		k := &v1alpha1.KSMScale{}
+		if err := k8s.Get(suiteCtx, client.ObjectKey{Name: name}, k); err != nil {
+			return err
+		}
+		c := meta.FindStatusCondition(k.Status.Conditions, v1alpha1.ConditionMetricsVerified)
+		if c == nil || c.Status != metav1.ConditionTrue {
+			return fmt.Errorf("MetricsVerified %+v", c)
+		}
+		return nil
+	})
+	pods := &corev1.PodList{}
+	if err := k8s.List(suiteCtx, pods, client.MatchingLabels{"ksmscale.example.com": name}); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range pods.Items {
+		if !p.DeletionTimestamp.IsZero() {
+			continue
+		}
+		for _, c := range p.Status.Conditions {
+			if c.Type == ksm.MetricsVerifiedGate && c.Reason != controller.GateVerified {
+				t.Errorf("pod %s: gate %s %s: %s", p.Name, c.Status, c.Reason, c.Message)
+			}
+			if c.Type == ksm.MetricsVerifiedGate {
+				t.Logf("pod %s: %s", p.Name, strings.TrimSpace(c.Message))
+			}
+		}
+	}
+}
