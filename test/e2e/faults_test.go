@@ -11,10 +11,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	v1alpha1 "github.com/ksmscale/ksm-scale-operator/api/v1alpha1"
 	"github.com/ksmscale/ksm-scale-operator/test/localcluster"
 	"github.com/ksmscale/ksm-scale-operator/test/restore"
 )
@@ -27,17 +25,7 @@ func TestFaults(t *testing.T) {
 	const ns, name = "faults", "faults"
 	ensureNamespace(t, ns)
 	op := startOperator(t, t, "operator-1")
-	k := &v1alpha1.KSMScale{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: v1alpha1.KSMScaleSpec{
-		Namespace: ns,
-		Sharding: &v1alpha1.ShardingConfig{Enabled: true, ShardCount: 5, Advanced: &v1alpha1.AdvancedShardingConfig{
-			MinAvailable: 3, MinReadySeconds: ptr.To[int32](3),
-		}},
-	}}
-	if err := k8s.Create(suiteCtx, k); err != nil {
-		t.Fatalf("create: %v", err)
-	}
-	t.Cleanup(func() { _ = k8s.Delete(suiteCtx, k) })
-	waitConverged(t, ns, name, 5, 120*time.Second)
+	createSharded(t, ns, name, 5, 3, nil)
 
 	var results []result
 	defer func() {

@@ -11,7 +11,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/ksmscale/ksm-scale-operator/api/v1alpha1"
@@ -32,19 +31,8 @@ func TestVerifiedHandover(t *testing.T) {
 	ensureNamespace(t, ns)
 	seedWorkload(t)
 	startOperator(t, t, "operator-handover")
-	k := &v1alpha1.KSMScale{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: v1alpha1.KSMScaleSpec{
-		Namespace: ns,
-		// 300 nodes / 150: two replicas when unsharded.
-		NodesPerMonitor: 150,
-		Sharding: &v1alpha1.ShardingConfig{Enabled: true, ShardCount: 3, Advanced: &v1alpha1.AdvancedShardingConfig{
-			MinAvailable: 2, MinReadySeconds: ptr.To[int32](3),
-		}},
-	}}
-	if err := k8s.Create(suiteCtx, k); err != nil {
-		t.Fatalf("create: %v", err)
-	}
-	t.Cleanup(func() { _ = k8s.Delete(suiteCtx, k) })
-	waitConverged(t, ns, name, 3, 180*time.Second)
+	// 300 nodes / 150: two replicas when unsharded.
+	createSharded(t, ns, name, 3, 2, func(s *v1alpha1.KSMScaleSpec) { s.NodesPerMonitor = 150 })
 	wantVerified(t, name)
 	w := watchCoverage(t, ns, name)
 

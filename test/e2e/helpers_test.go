@@ -14,6 +14,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/ksmscale/ksm-scale-operator/api/v1alpha1"
@@ -261,4 +262,25 @@ func seedWorkload(t *testing.T) workload.Summary {
 		t.Fatalf("seed workload: %v", workloadErr)
 	}
 	return workloadSum
+}
+
+// createSharded creates a sharded KSMScale with a 3 s settle time, deletes it
+// when t ends, and waits until it has converged.
+func createSharded(t *testing.T, ns, name string, shards, minAvailable int32, mutate func(*v1alpha1.KSMScaleSpec)) *v1alpha1.KSMScale {
+	t.Helper()
+	k := &v1alpha1.KSMScale{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: v1alpha1.KSMScaleSpec{
+		Namespace: ns,
+		Sharding: &v1alpha1.ShardingConfig{Enabled: true, ShardCount: shards, Advanced: &v1alpha1.AdvancedShardingConfig{
+			MinAvailable: minAvailable, MinReadySeconds: ptr.To[int32](3),
+		}},
+	}}
+	if mutate != nil {
+		mutate(&k.Spec)
+	}
+	if err := k8s.Create(suiteCtx, k); err != nil {
+		t.Fatalf("create: %v", err)
+	}
+	t.Cleanup(func() { _ = k8s.Delete(suiteCtx, k) })
+	waitConverged(t, ns, name, int(shards), 180*time.Second)
+	return k
 }

@@ -56,17 +56,7 @@ func TestSlowListHandover(t *testing.T) {
 	})
 
 	off := startOperator(t, t, "operator-noverify", "--verify-handover=false")
-	k := &v1alpha1.KSMScale{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: v1alpha1.KSMScaleSpec{
-		Namespace: ns,
-		Sharding: &v1alpha1.ShardingConfig{Enabled: true, ShardCount: 2, Advanced: &v1alpha1.AdvancedShardingConfig{
-			MinAvailable: 1, MinReadySeconds: ptr.To[int32](3),
-		}},
-	}}
-	if err := k8s.Create(suiteCtx, k); err != nil {
-		t.Fatalf("create: %v", err)
-	}
-	t.Cleanup(func() { _ = k8s.Delete(suiteCtx, k) })
-	waitConverged(t, ns, name, 2, 180*time.Second)
+	createSharded(t, ns, name, 2, 1, nil)
 	w := watchCoverage(t, ns, name)
 
 	// Verification off: Ready plus the settle time.
@@ -134,17 +124,7 @@ func TestUnlistableShardFallsBack(t *testing.T) {
 		return tokenKubeconfig(ctx, ns, account, cluster.Host(), "blind-"+pod.Name)
 	})
 	startOperator(t, t, "operator-blind", fmt.Sprintf("--verify-timeout=%s", timeout))
-	k := &v1alpha1.KSMScale{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: v1alpha1.KSMScaleSpec{
-		Namespace: ns,
-		Sharding: &v1alpha1.ShardingConfig{Enabled: true, ShardCount: 2, Advanced: &v1alpha1.AdvancedShardingConfig{
-			MinAvailable: 1, MinReadySeconds: ptr.To[int32](3),
-		}},
-	}}
-	if err := k8s.Create(suiteCtx, k); err != nil {
-		t.Fatalf("create: %v", err)
-	}
-	t.Cleanup(func() { _ = k8s.Delete(suiteCtx, k) })
-	waitConverged(t, ns, name, 2, 180*time.Second)
+	createSharded(t, ns, name, 2, 1, nil)
 	wantVerified(t, name)
 
 	blind.Store(true)
