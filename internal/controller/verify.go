@@ -293,9 +293,13 @@ func (r *KSMScaleReconciler) verifyHandovers(ctx context.Context, s *scope) (ctr
 	}
 	for total, ks := range pending {
 		why := generationVerdict(total, ks, peers, covers[total], counts)
+		together := fmt.Sprintf("the %d shards together", total)
+		if total == 1 {
+			together = "the whole set"
+		}
 		for _, k := range ks {
 			verdict[k.pod.UID] = why
-			evidence[k.pod.UID] = fmt.Sprintf("the %d shards together, as %s does", total, describeCover(covers[total]))
+			evidence[k.pod.UID] = fmt.Sprintf("%s, as %s does", together, describeCover(covers[total]))
 		}
 	}
 	for _, k := range waiting {

@@ -32,7 +32,7 @@ func TestVerifiedHandover(t *testing.T) {
 	seedWorkload(t)
 	startOperator(t, t, "operator-handover")
 	// 300 nodes / 150: two replicas when unsharded.
-	createSharded(t, ns, name, 3, 2, func(s *v1alpha1.KSMScaleSpec) { s.NodesPerMonitor = 150 })
+	createSharded(t, ns, name, 3, 1, func(s *v1alpha1.KSMScaleSpec) { s.NodesPerMonitor = 150 })
 	wantVerified(t, name)
 	w := watchCoverage(t, ns, name)
 

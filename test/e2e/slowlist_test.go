@@ -4,9 +4,10 @@ package e2e
 
 import (
 	"context"
+	"encoding/pem"
 	"fmt"
-	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
 	"os"
@@ -47,12 +48,13 @@ func TestSlowListHandover(t *testing.T) {
 	ensureNamespace(t, ns)
 	seedWorkload(t)
 	proxy := startSlowListProxy(t, delay)
+	proxyCA := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: proxy.Certificate().Raw})
 	var slow atomic.Bool
 	useKubeconfigs(t, func(ctx context.Context, pod *corev1.Pod) (string, error) {
 		if !slow.Load() || pod.Labels["ksmscale.example.com"] != name {
 			return "", nil
 		}
-		return tokenKubeconfig(ctx, ns, pod.Spec.ServiceAccountName, proxy, "slow-"+pod.Name)
+		return tokenKubeconfig(ctx, ns, pod.Spec.ServiceAccountName, proxy.URL, proxyCA, "slow-"+pod.Name)
 	})
 
 	off := startOperator(t, t, "operator-noverify", "--verify-handover=false")
@@ -121,7 +123,7 @@ func TestUnlistableShardFallsBack(t *testing.T) {
 		if !blind.Load() || pod.Labels["ksmscale.example.com"] != name || pod.Labels["shard-id"] != "1" {
 			return "", nil
 		}
-		return tokenKubeconfig(ctx, ns, account, cluster.Host(), "blind-"+pod.Name)
+		return tokenKubeconfig(ctx, ns, account, cluster.Host(), cluster.RESTConfig().CAData, "blind-"+pod.Name)
 	})
 	startOperator(t, t, "operator-blind", fmt.Sprintf("--verify-timeout=%s", timeout))
 	createSharded(t, ns, name, 2, 1, nil)
@@ -186,12 +188,13 @@ func condition(p *corev1.Pod, typ corev1.PodConditionType) *corev1.PodCondition 
 	return nil
 }
 
-// startSlowListProxy is a plain-HTTP reverse proxy on loopback in front of
-// the API server that holds back every initial list of pods (a LIST, or a
-// watch that sends the initial events) by delay, and passes everything else
+// startSlowListProxy is an HTTPS reverse proxy on loopback in front of the
+// API server that holds back every initial list of pods (a LIST, or a watch
+// that sends the initial events) by delay, and passes everything else
 // through at once. Clients authenticate with their own bearer token, which
-// the proxy forwards; it adds no credentials of its own.
-func startSlowListProxy(t *testing.T, delay time.Duration) string {
+// the proxy forwards; it adds no credentials of its own. (HTTPS because
+// client-go sends a bearer token only over TLS.)
+func startSlowListProxy(t *testing.T, delay time.Duration) *httptest.Server {
 	t.Helper()
 	target, err := url.Parse(cluster.Host())
 	if err != nil {
@@ -208,11 +211,7 @@ func startSlowListProxy(t *testing.T, delay time.Duration) string {
 		q := r.URL.Query()
 		return r.Method == http.MethodGet && r.URL.Path == "/api/v1/pods" && (q.Get("watch") != "true" || q.Get("sendInitialEvents") == "true")
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if held(r) {
 			select {
 			case <-time.After(delay):
@@ -221,25 +220,22 @@ func startSlowListProxy(t *testing.T, delay time.Duration) string {
 			}
 		}
 		rp.ServeHTTP(w, r)
-	})}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { _ = srv.Close() })
-	return "http://" + ln.Addr().String()
+	}))
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	return srv
 }
 
 // tokenKubeconfig writes a kubeconfig for a ServiceAccount's token against
 // server (the API server, or a proxy in front of it) and returns its path.
-func tokenKubeconfig(ctx context.Context, ns, sa, server, file string) (string, error) {
+func tokenKubeconfig(ctx context.Context, ns, sa, server string, caPEM []byte, file string) (string, error) {
 	tr, err := cs.CoreV1().ServiceAccounts(ns).CreateToken(ctx, sa, &authenticationv1.TokenRequest{
 		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](3600)},
 	}, metav1.CreateOptions{})
 	if err != nil {
 		return "", err
 	}
-	c := &clientcmdapi.Cluster{Server: server}
-	if strings.HasPrefix(server, "https://") {
-		c.CertificateAuthorityData = cluster.RESTConfig().CAData
-	}
+	c := &clientcmdapi.Cluster{Server: server, CertificateAuthorityData: caPEM}
 	kc := clientcmdapi.NewConfig()
 	kc.Clusters["c"] = c
 	kc.AuthInfos["u"] = &clientcmdapi.AuthInfo{Token: tr.Status.Token}
