@@ -55,17 +55,23 @@ func CompleteGenerations(pods []*corev1.Pod, container string) int {
 }
 
 // Serving reports whether pod counts for coverage: not being deleted, not in
-// a terminal phase, and Ready=True.
+// a terminal phase, Ready=True and every readiness gate True. kubelet folds
+// the gates into Ready; kwok does not, so they are checked here too, as the
+// Service's endpoints would see the pod.
 func Serving(p *corev1.Pod) bool {
 	if !p.DeletionTimestamp.IsZero() || p.Status.Phase == corev1.PodFailed || p.Status.Phase == corev1.PodSucceeded {
 		return false
 	}
+	want := map[corev1.PodConditionType]bool{corev1.PodReady: true}
+	for _, g := range p.Spec.ReadinessGates {
+		want[g.ConditionType] = true
+	}
 	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
+		if want[c.Type] && c.Status == corev1.ConditionTrue {
+			delete(want, c.Type)
 		}
 	}
-	return false
+	return len(want) == 0
 }
 
 // shardOf reads --shard and --total-shards from the named container.

@@ -318,3 +318,33 @@ func TestTrackerFromPods(t *testing.T) {
 		t.Errorf("Report() (-want +got):\n%s", diff)
 	}
 }
+
+// TestServingHonoursReadinessGates: a pod that kwok (which ignores gates)
+// reports Ready does not serve until its readiness gates are True, as the
+// Service's endpoints would see it.
+func TestServingHonoursReadinessGates(t *testing.T) {
+	const gate = "ksmscale.example.com/metrics-verified"
+	gated := func(status corev1.ConditionStatus) podOpt {
+		return func(p *corev1.Pod) {
+			p.Spec.ReadinessGates = []corev1.PodReadinessGate{{ConditionType: gate}}
+			if status != "" {
+				p.Status.Conditions = append(p.Status.Conditions, corev1.PodCondition{Type: gate, Status: status})
+			}
+		}
+	}
+	for name, tc := range map[string]struct {
+		pod  *corev1.Pod
+		want bool
+	}{
+		"Ready, no gates":              {shardPod(0, 2), true},
+		"Ready, gate not set yet":      {shardPod(0, 2, gated("")), false},
+		"Ready, gate False":            {shardPod(0, 2, gated(corev1.ConditionFalse)), false},
+		"Ready, gate True":             {shardPod(0, 2, gated(corev1.ConditionTrue)), true},
+		"gate True but not Ready":      {shardPod(0, 2, notReady, gated(corev1.ConditionTrue)), false},
+		"gate True, pod being deleted": {shardPod(0, 2, gated(corev1.ConditionTrue), deleting), false},
+	} {
+		if got := Serving(tc.pod); got != tc.want {
+			t.Errorf("%s: Serving = %v, want %v", name, got, tc.want)
+		}
+	}
+}
