@@ -145,6 +145,9 @@ type ksmPod struct {
 	ready        bool
 	// containersSince is when its containers became ready; zero if not.
 	containersSince time.Time
+	// scope is what its arguments narrow the export to (ksm.ObjectScope):
+	// only pods of equal scope are compared.
+	scope string
 }
 
 func readKSMPod(p *corev1.Pod) ksmPod {
@@ -154,6 +157,7 @@ func readKSMPod(p *corev1.Pod) ksmPod {
 		if s, t := shardArgs(p.Spec.Containers[i].Args); t > 0 {
 			k.shard, k.total = s, t
 		}
+		k.scope = ksm.ObjectScope(p.Spec.Containers[i].Args)
 	}
 	k.active = p.DeletionTimestamp.IsZero() && p.Status.Phase != corev1.PodFailed && p.Status.Phase != corev1.PodSucceeded
 	k.gated = slices.ContainsFunc(p.Spec.ReadinessGates, func(g corev1.PodReadinessGate) bool { return g.ConditionType == ksm.MetricsVerifiedGate })
@@ -185,7 +189,21 @@ func (k ksmPod) waiting() bool {
 	return k.active && k.gated && !k.gateTrue() && !k.containersSince.IsZero()
 }
 
-type shardKey struct{ total, shard int32 }
+// shardKey names what a pod exports: the same objects for equal keys.
+type shardKey struct {
+	scope        string
+	total, shard int32
+}
+
+func keyOf(k ksmPod) shardKey { return shardKey{k.scope, k.total, k.shard} }
+
+// genKey names a generation: the pods of one scope and shard count.
+type genKey struct {
+	scope string
+	total int32
+}
+
+func genOf(k ksmPod) genKey { return genKey{k.scope, k.total} }
 
 // verifyHandovers scrapes the waiting pods of this KSMScale and sets their
 // gate when they pass, or when the fallback is due. It returns when to look
@@ -218,39 +236,42 @@ func (r *KSMScaleReconciler) verifyHandovers(ctx context.Context, s *scope) (ctr
 	// References: a verified peer per waiting pod's shard, and a complete
 	// verified generation other than each waiting pod's own.
 	peers := map[shardKey]ksmPod{}
-	gens := map[int32]map[int32]ksmPod{}
+	gens := map[string]map[int32]map[int32]ksmPod{} // scope -> total -> shard
 	for _, k := range all {
 		if !k.verified() {
 			continue
 		}
-		key := shardKey{k.total, k.shard}
+		key := keyOf(k)
 		if _, ok := peers[key]; !ok {
 			peers[key] = k
 		}
-		if gens[k.total] == nil {
-			gens[k.total] = map[int32]ksmPod{}
+		if gens[k.scope] == nil {
+			gens[k.scope] = map[int32]map[int32]ksmPod{}
 		}
-		if _, ok := gens[k.total][k.shard]; !ok {
-			gens[k.total][k.shard] = k
+		if gens[k.scope][k.total] == nil {
+			gens[k.scope][k.total] = map[int32]ksmPod{}
+		}
+		if _, ok := gens[k.scope][k.total][k.shard]; !ok {
+			gens[k.scope][k.total][k.shard] = k
 		}
 	}
 	toScrape := map[types.UID]*corev1.Pod{}
 	for _, k := range waiting {
 		toScrape[k.pod.UID] = k.pod
-		if p, ok := peers[shardKey{k.total, k.shard}]; ok {
+		if p, ok := peers[keyOf(k)]; ok {
 			toScrape[p.pod.UID] = p.pod
 		}
 	}
-	covers := map[int32][]ksmPod{} // waiting generation -> the complete generation it replaces
+	covers := map[genKey][]ksmPod{} // waiting generation -> the complete generation it replaces
 	for _, k := range waiting {
-		if _, ok := peers[shardKey{k.total, k.shard}]; ok {
+		if _, ok := peers[keyOf(k)]; ok {
 			continue
 		}
-		if _, done := covers[k.total]; done {
+		if _, done := covers[genOf(k)]; done {
 			continue
 		}
-		if cover := completeGeneration(gens, k.total); cover != nil {
-			covers[k.total] = cover
+		if cover := completeGeneration(gens[k.scope], k.total); cover != nil {
+			covers[genOf(k)] = cover
 			for _, c := range cover {
 				toScrape[c.pod.UID] = c.pod
 			}
@@ -268,22 +289,22 @@ func (r *KSMScaleReconciler) verifyHandovers(ctx context.Context, s *scope) (ctr
 	verdict := map[types.UID]string{}
 	impossible := map[types.UID]error{}
 	evidence := map[types.UID]string{}
-	pending := map[int32][]ksmPod{}
+	pending := map[genKey][]ksmPod{}
 	for _, k := range waiting {
 		got := counts[k.pod.UID]
 		if got.err != nil {
 			impossible[k.pod.UID] = got.err
 			continue
 		}
-		why := ident.check(got.counts, k, s.cfg.ExtraArgs)
-		peer, hasPeer := peers[shardKey{k.total, k.shard}]
+		why := ident.check(got.counts, k)
+		peer, hasPeer := peers[keyOf(k)]
 		switch {
 		case why != "":
 		case hasPeer && counts[peer.pod.UID].err == nil:
 			why = ksm.CompareCounts(got.counts, counts[peer.pod.UID].counts)
 			evidence[k.pod.UID] = "as " + peer.pod.Name + " does"
-		case covers[k.total] != nil:
-			pending[k.total] = append(pending[k.total], k)
+		case covers[genOf(k)] != nil:
+			pending[genOf(k)] = append(pending[genOf(k)], k)
 			continue
 		default:
 			why = v.stable(k.pod.UID, got.counts, s.now)
@@ -291,15 +312,15 @@ func (r *KSMScaleReconciler) verifyHandovers(ctx context.Context, s *scope) (ctr
 		}
 		verdict[k.pod.UID] = why
 	}
-	for total, ks := range pending {
-		why := generationVerdict(total, ks, peers, covers[total], counts)
-		together := fmt.Sprintf("the %d shards together", total)
-		if total == 1 {
+	for g, ks := range pending {
+		why := generationVerdict(g, ks, peers, covers[g], counts)
+		together := fmt.Sprintf("the %d shards together", g.total)
+		if g.total == 1 {
 			together = "the whole set"
 		}
 		for _, k := range ks {
 			verdict[k.pod.UID] = why
-			evidence[k.pod.UID] = fmt.Sprintf("%s, as %s does", together, describeCover(covers[total]))
+			evidence[k.pod.UID] = fmt.Sprintf("%s, as %s does", together, describeCover(covers[g]))
 		}
 	}
 	for _, k := range waiting {
@@ -388,11 +409,12 @@ func completeGeneration(gens map[int32]map[int32]ksmPod, not int32) []ksmPod {
 // generationVerdict compares a waiting generation with the one it replaces:
 // one pod per shard (a verified one where there is one, else a waiting one
 // that was scraped), summed, against the cover's sum.
-func generationVerdict(total int32, waiting []ksmPod, peers map[shardKey]ksmPod, cover []ksmPod, counts map[types.UID]scraped) string {
+func generationVerdict(g genKey, waiting []ksmPod, peers map[shardKey]ksmPod, cover []ksmPod, counts map[types.UID]scraped) string {
+	total := g.total
 	sum := ksm.Counts{}
 	for s := int32(0); s < total; s++ {
 		var c ksm.Counts
-		if p, ok := peers[shardKey{total, s}]; ok && counts[p.pod.UID].err == nil {
+		if p, ok := peers[shardKey{g.scope, total, s}]; ok && counts[p.pod.UID].err == nil {
 			c = counts[p.pod.UID].counts
 		}
 		for _, k := range waiting {
@@ -451,8 +473,8 @@ func (r *KSMScaleReconciler) identityExpectations(ctx context.Context, s *scope)
 
 // check is "" when counts hold exactly the nodes and namespaces of k's shard
 // (within ksm.Tolerance, for objects created or deleted a moment ago).
-func (id identity) check(counts ksm.Counts, k ksmPod, extraArgs []string) string {
-	if ksm.RestrictsObjects(extraArgs) {
+func (id identity) check(counts ksm.Counts, k ksmPod) string {
+	if k.scope != "" {
 		return ""
 	}
 	return ksm.CompareCounts(counts, ksm.Counts{

@@ -119,18 +119,29 @@ func ShareOf(uids []types.UID, shard, total int32) int {
 	return n
 }
 
-// RestrictsObjects reports whether extra kube-state-metrics arguments narrow
-// what it exports (some kinds, namespaces or metrics only), so that the
-// operator cannot know from its Node and Namespace caches what a pod must
-// export; the hand-over then compares with the pods being replaced only.
-func RestrictsObjects(args []string) bool {
-	for _, a := range args {
-		name, _, _ := strings.Cut(a, "=")
+// ObjectScope is the part of a kube-state-metrics command line that narrows
+// what it exports (some kinds, namespaces or metrics only), in a canonical
+// form; "" when nothing is narrowed. Two pods export comparable sets only
+// when their scopes are equal; with a scope, the operator cannot know from
+// its Node and Namespace caches what a pod must export.
+func ObjectScope(args []string) string {
+	var scope []string
+	for i := 0; i < len(args); i++ {
+		name, value, hasValue := strings.Cut(args[i], "=")
 		switch name {
 		case "--resources", "--namespaces", "--namespaces-denylist", "--metric-allowlist", "--metric-denylist",
-			"--custom-resource-state-only", "--node", "--pod":
-			return true
+			"--custom-resource-state-only", "--node", "--pod", "--pod-namespace":
+			if !hasValue && i+1 < len(args) && !strings.HasPrefix(args[i+1], "--") {
+				i++
+				value = args[i]
+			}
+			scope = append(scope, name+"="+value)
 		}
 	}
-	return false
+	slices.Sort(scope)
+	return strings.Join(scope, " ")
 }
+
+// RestrictsObjects reports whether the arguments narrow what kube-state-metrics
+// exports (see ObjectScope).
+func RestrictsObjects(args []string) bool { return ObjectScope(args) != "" }

@@ -57,6 +57,20 @@ func TestShareOfSplitsExactly(t *testing.T) {
 	}
 }
 
+func TestObjectScope(t *testing.T) {
+	a := ObjectScope([]string{"--host=0.0.0.0", "--resources=pods,nodes", "--shard=1", "--namespaces", "a,b"})
+	b := ObjectScope([]string{"--namespaces=a,b", "--port=8080", "--resources=pods,nodes", "--total-shards=3"})
+	if a != b || a == "" {
+		t.Errorf("equal scopes differ: %q vs %q", a, b)
+	}
+	if c := ObjectScope([]string{"--resources=pods"}); c == a {
+		t.Errorf("different scopes are equal: %q", c)
+	}
+	if s := ObjectScope([]string{"--shard=1", "--total-shards=3", "--metric-labels-allowlist=pods=[app]"}); s != "" {
+		t.Errorf("no scope: got %q", s)
+	}
+}
+
 func TestRestrictsObjects(t *testing.T) {
 	for args, want := range map[string]bool{
 		"":                                     false,
