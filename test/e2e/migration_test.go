@@ -279,6 +279,19 @@ func TestMigrationFromChart(t *testing.T) {
 			t.Errorf("the operator's Service (selector %s) does not select its pod %s", opSel, p.Name)
 		}
 	}
+	// The trap is real: the same pod of a KSMScale named like the release
+	// (instance kube-state-metrics) would be selected. That is why the guide
+	// says to pick another name.
+	if len(shards) > 0 {
+		same := labels.Set{}
+		for k, v := range shards[0].Labels {
+			same[k] = v
+		}
+		same["app.kubernetes.io/instance"] = chartRelease
+		if !svcSel.Matches(same) {
+			t.Errorf("the chart's Service (selector %s) would not select a KSMScale named %q either: the check above proves nothing", svcSel, chartRelease)
+		}
+	}
 	for _, p := range chartPods(t, ns) {
 		if opSel.Matches(labels.Set(p.Labels)) {
 			t.Errorf("the operator's Service (selector %s) selects the chart's pod %s", opSel, p.Name)
