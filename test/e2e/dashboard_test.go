@@ -158,7 +158,8 @@ func scrapeInto(t *testing.T, exp *dashboard.Exposition, rawURL string) {
 // only other exporters provide (Prometheus, cAdvisor) are on an explicit
 // allow-list, otherExporters.
 func TestDashboardMetricsLive(t *testing.T) {
-	const ns, name = migrationNamespace, "dashboard"
+	// Not the migration's namespace, whose test wants it to itself.
+	const ns, name = "monitoring", "dashboard"
 	ensureNamespace(t, ns)
 	op := startOperator(t, t, "operator-dashboard")
 	// Memory limits, so kube_pod_container_resource_limits has samples

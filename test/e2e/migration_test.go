@@ -211,6 +211,19 @@ func TestMigrationFromChart(t *testing.T) {
 	ensureNamespace(t, ns)
 	seedWorkload(t)
 	startOperator(t, t, "operator-migration")
+	// The watchers below take every KSM pod of the namespace as serving the
+	// cluster: a leftover of an earlier test could cover a gap of the
+	// migration, so start from none.
+	eventually(t, 120*time.Second, "no kube-state-metrics pod left in "+ns, func() error {
+		pods, err := cs.CoreV1().Pods(ns).List(suiteCtx, metav1.ListOptions{LabelSelector: ksmAppSelector})
+		if err != nil {
+			return err
+		}
+		if n := len(pods.Items); n > 0 {
+			return fmt.Errorf("%d pods, e.g. %s", n, pods.Items[0].Name)
+		}
+		return nil
+	})
 
 	// Before: the release as `helm install` leaves it.
 	chart := newChartObjects(ns)
