@@ -93,7 +93,8 @@ test-rules: ## promtool check rules and promtool test rules on config/prometheus
 .PHONY: test-chart
 test-chart: ## helm lint, golden helm template output, chart vs config/default, dry-run, helm install, dashboard PromQL (needs bin/helm, promtool).
 	hack/build-tools.sh helm etcd kubernetes prometheus-operator-crds
-	go test ./test/manifests/ -count=1 -run 'Chart|Dashboard|MetricNames|ServerSideDryRun|HelmInstall'
+	go test ./test/dashboard/ -count=1
+	go test ./test/manifests/ -count=1 -run 'Chart|Dashboard|ServerSideDryRun|HelmInstall'
 
 .PHONY: test-e2e
 test-e2e: ## Only the e2e suite: operator binary, 300-node local cluster, real kube-state-metrics, faults.

@@ -241,7 +241,7 @@ func startOperator(t, owner *testing.T, name string, extraArgs ...string) *opera
 	p, err := proc.Start(name, managerBin, append([]string{
 		"--kubeconfig", operatorKubeconfig,
 		"--leader-elect", "--leader-election-namespace", operatorNamespace,
-		"--ksm-namespaces=monitoring,faults,handover",
+		"--ksm-namespaces=monitoring,faults,handover,migration",
 		fmt.Sprintf("--metrics-bind-address=127.0.0.1:%d", mport),
 		fmt.Sprintf("--health-probe-bind-address=127.0.0.1:%d", pport),
 	}, extraArgs...), log)

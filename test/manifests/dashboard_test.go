@@ -1,19 +1,17 @@
 package manifests
 
 import (
-	"bytes"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"sort"
 	"strings"
 	"testing"
 
-	"github.com/google/go-cmp/cmp"
 	"sigs.k8s.io/yaml"
+
+	"github.com/ksmscale/ksm-scale-operator/test/dashboard"
 )
 
 // The Grafana dashboard's tests. Every panel expression is parsed by the real
@@ -22,9 +20,11 @@ import (
 // github.com/prometheus/prometheus to go.mod; every metric an expression
 // names must be one that we, controller-runtime, kube-state-metrics,
 // Prometheus or cAdvisor export. That the names appear in a live scrape of
-// our shards is for the e2e suite (not done yet).
+// our shards, KSM's telemetry and the operator is checked by the e2e suite
+// (TestDashboardMetricsLive in test/e2e/dashboard_test.go); both read the
+// dashboard through test/dashboard.
 
-const dashboardFile = root + "/config/grafana/ksm-scale-operator.json"
+const dashboardFile = root + "/" + dashboard.File
 
 // dashboardMetrics are the metrics the dashboard may use, by who exports them.
 // Ours are read from internal/metrics instead (ourMetrics).
@@ -89,73 +89,16 @@ func ourMetrics(t *testing.T) map[string]bool {
 	return names
 }
 
-type dashboardPanel struct {
-	ID      int              `json:"id"`
-	Type    string           `json:"type"`
-	Title   string           `json:"title"`
-	Targets []map[string]any `json:"targets"`
-	Panels  []dashboardPanel `json:"panels"`
-	Data    map[string]any   `json:"datasource"`
-}
-
-type dashboard struct {
-	UID        string           `json:"uid"`
-	Title      string           `json:"title"`
-	Panels     []dashboardPanel `json:"panels"`
-	Templating struct {
-		List []map[string]any `json:"list"`
-	} `json:"templating"`
-}
-
-// query is one PromQL expression of the dashboard and where it is.
-type query struct{ where, expr string }
-
-func readDashboard(t *testing.T) (dashboard, []query) {
+// readDashboard reads the dashboard and its expressions through
+// test/dashboard, the reading the e2e suite checks against live scrapes.
+func readDashboard(t *testing.T) (dashboard.Dashboard, []dashboard.Query) {
 	t.Helper()
-	b, err := os.ReadFile(dashboardFile)
+	d, qs, err := dashboard.Read(dashboardFile)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var d dashboard
-	dec := json.NewDecoder(bytes.NewReader(b))
-	if err := dec.Decode(&d); err != nil {
-		t.Fatalf("%s: %v", dashboardFile, err)
-	}
-	var qs []query
-	var walk func([]dashboardPanel)
-	walk = func(ps []dashboardPanel) {
-		for _, p := range ps {
-			for _, tg := range p.Targets {
-				e, _ := tg["expr"].(string)
-				qs = append(qs, query{fmt.Sprintf("panel %d %q target %v", p.ID, p.Title, tg["refId"]), e})
-			}
-			walk(p.Panels)
-		}
-	}
-	walk(d.Panels)
-	// Template variables: label_values(<selector>, label) holds a selector.
-	for _, v := range d.Templating.List {
-		if v["type"] != "query" {
-			continue
-		}
-		def, _ := v["definition"].(string)
-		m := regexp.MustCompile(`^label_values\((.+),\s*\w+\)$`).FindStringSubmatch(def)
-		if m == nil {
-			t.Fatalf("variable %v: definition %q is not label_values(<selector>, <label>)", v["name"], def)
-		}
-		qs = append(qs, query{fmt.Sprintf("variable %v", v["name"]), m[1]})
-	}
 	return d, qs
 }
-
-// grafanaVars replaces Grafana's variables with what they expand to, so that
-// the text is PromQL.
-var grafanaVars = strings.NewReplacer(
-	"$__rate_interval", "5m",
-	"$__interval", "1m",
-	"$__range", "6h",
-	"$ksmscale", ".*",
-)
 
 func promtoolBin(t *testing.T) string {
 	t.Helper()
@@ -173,7 +116,7 @@ func promtoolBin(t *testing.T) string {
 // checkExprs writes the expressions as recording rules and runs promtool
 // check rules on them: the PromQL parser of the Prometheus that evaluates
 // them. The rule names carry the index, which promtool's errors name.
-func checkExprs(t *testing.T, qs []query) (string, error) {
+func checkExprs(t *testing.T, qs []dashboard.Query) (string, error) {
 	t.Helper()
 	type rec struct {
 		Record string `json:"record"`
@@ -181,7 +124,7 @@ func checkExprs(t *testing.T, qs []query) (string, error) {
 	}
 	var rules []rec
 	for i, q := range qs {
-		rules = append(rules, rec{Record: fmt.Sprintf("dashboard:query_%d", i), Expr: grafanaVars.Replace(q.expr)})
+		rules = append(rules, rec{Record: fmt.Sprintf("dashboard:query_%d", i), Expr: dashboard.GrafanaVars.Replace(q.Expr)})
 	}
 	b, err := yaml.Marshal(map[string]any{"groups": []any{map[string]any{"name": "dashboard", "rules": rules}}})
 	if err != nil {
@@ -205,61 +148,19 @@ func TestDashboardPromQLParses(t *testing.T) {
 	out, err := checkExprs(t, qs)
 	if err != nil {
 		for i, q := range qs {
-			t.Logf("dashboard:query_%d = %s: %s", i, q.where, q.expr)
+			t.Logf("dashboard:query_%d = %s: %s", i, q.Where, q.Expr)
 		}
 		t.Fatalf("promtool check rules on the dashboard's expressions: %v\n%s", err, out)
 	}
 	t.Logf("%d expressions: %s", len(qs), strings.TrimSpace(out))
 
 	t.Run("rejects a broken expression", func(t *testing.T) {
-		out, err := checkExprs(t, []query{{"broken", `sum by (ksmscale (up{job="kube-state-metrics"})`}})
+		out, err := checkExprs(t, []dashboard.Query{{Where: "broken", Expr: `sum by (ksmscale (up{job="kube-state-metrics"})`}})
 		if err == nil {
 			t.Fatalf("promtool accepted a broken expression:\n%s", out)
 		}
 		t.Logf("rejected as expected: %s", strings.TrimSpace(out))
 	})
-}
-
-// metricNames returns the metric names an expression selects. PromQL without
-// string literals, label matchers and ranges leaves identifiers that are
-// metric names, function names (followed by "("), keywords, and the label
-// lists of by/without/on/ignoring/group_left/group_right.
-func metricNames(expr string) []string {
-	s := regexp.MustCompile(`"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'`).ReplaceAllString(expr, `""`)
-	s = regexp.MustCompile(`\{[^}]*\}`).ReplaceAllString(s, " ")
-	s = regexp.MustCompile(`\[[^\]]*\]`).ReplaceAllString(s, " ")
-	s = regexp.MustCompile(`\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)`).ReplaceAllString(s, " ")
-	s = regexp.MustCompile(`\b[a-zA-Z_:][a-zA-Z0-9_:]*\s*\(`).ReplaceAllString(s, "(")
-	keywords := map[string]bool{"and": true, "or": true, "unless": true, "bool": true, "offset": true,
-		"group_left": true, "group_right": true, "inf": true, "nan": true, "Inf": true, "NaN": true}
-	seen := map[string]bool{}
-	var names []string
-	for _, id := range regexp.MustCompile(`\b[a-zA-Z_:][a-zA-Z0-9_:]*\b`).FindAllString(s, -1) {
-		if keywords[id] || seen[id] {
-			continue
-		}
-		seen[id] = true
-		names = append(names, id)
-	}
-	sort.Strings(names)
-	return names
-}
-
-func TestMetricNames(t *testing.T) {
-	for _, tc := range []struct {
-		expr string
-		want []string
-	}{
-		{`up`, []string{"up"}},
-		{`max by (ksmscale) (ksmscale_shards_total{job="ksm-scale-operator", ksmscale=~"a|b"})`, []string{"ksmscale_shards_total"}},
-		{`sum by (le) (rate(x_bucket{a="rate(y)"}[5m])) / on (pod) group_left (shard) count(up{endpoint="telemetry"}) > bool 0.5`, []string{"up", "x_bucket"}},
-		{`histogram_quantile(0.99, sum without (pod) (rate(a_seconds_bucket[$__rate_interval]))) or vector(1) unless b`, []string{"a_seconds_bucket", "b"}},
-		{`count by (ksmscale) (count by (ksmscale, total_shards) (up)) and on (ksmscale) c offset 5m`, []string{"c", "up"}},
-	} {
-		if got := metricNames(tc.expr); !cmp.Equal(got, tc.want) {
-			t.Errorf("metricNames(%q) = %v, want %v", tc.expr, got, tc.want)
-		}
-	}
 }
 
 // TestDashboardMetricsExist: every metric the dashboard names is exported by
@@ -272,10 +173,10 @@ func TestDashboardMetricsExist(t *testing.T) {
 	ours := ourMetrics(t)
 	used := map[string]bool{}
 	for _, q := range qs {
-		for _, n := range metricNames(q.expr) {
+		for _, n := range dashboard.MetricNames(q.Expr) {
 			used[n] = true
 			if !ours[n] && dashboardMetrics[n] == "" {
-				t.Errorf("%s uses metric %s, which neither internal/metrics nor the list in dashboard_test.go (controller-runtime, kube-state-metrics, Prometheus, cAdvisor) has: %s", q.where, n, q.expr)
+				t.Errorf("%s uses metric %s, which neither internal/metrics nor the list in dashboard_test.go (controller-runtime, kube-state-metrics, Prometheus, cAdvisor) has: %s", q.Where, n, q.Expr)
 			}
 		}
 	}
@@ -303,8 +204,8 @@ func TestDashboardShape(t *testing.T) {
 		t.Errorf("uid %q title %q, want uid ksm-scale-operator and a title", d.UID, d.Title)
 	}
 	ids := map[int]string{}
-	var walk func([]dashboardPanel)
-	walk = func(ps []dashboardPanel) {
+	var walk func([]dashboard.Panel)
+	walk = func(ps []dashboard.Panel) {
 		for _, p := range ps {
 			if prev, dup := ids[p.ID]; dup {
 				t.Errorf("panel id %d used by %q and %q", p.ID, prev, p.Title)
