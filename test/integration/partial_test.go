@@ -31,8 +31,8 @@ func keepsObservation(t *testing.T, name string) func(*v1alpha1.KSMScale) error 
 		if err := wantCondition(k, v1alpha1.ConditionAvailable, metav1.ConditionTrue, controller.ReasonAllShardsReady); err != nil {
 			return err
 		}
-		if v := gauge(t, "ksmscale_shards_total", map[string]string{"ksmscale": name}); v != 3 {
-			return fmt.Errorf("ksmscale_shards_total %v, want 3", v)
+		if v, ok := gaugeSample(t, "ksmscale_shards_total", map[string]string{"ksmscale": name}); !ok || v != 3 {
+			return fmt.Errorf("ksmscale_shards_total %v (present %v), want 3", v, ok)
 		}
 		return nil
 	}

@@ -263,8 +263,10 @@ func TestMissingNamespaceIsReported(t *testing.T) {
 		return wantCondition(k, v1alpha1.ConditionAvailable, metav1.ConditionFalse, controller.ReasonNamespaceNotFound)
 	})
 	eventually(t, 30*time.Second, "Degraded exported as a metric", func() error {
-		if v := gauge(t, "ksmscale_status_condition", map[string]string{"ksmscale": name, "type": "Degraded", "status": "True"}); v != 1 {
-			return fmt.Errorf("ksmscale_status_condition{type=Degraded,status=True} = %v", v)
+		// The metric is recorded just after the status write the wait above
+		// saw: poll for the sample rather than fail on its first absence.
+		if v, ok := gaugeSample(t, "ksmscale_status_condition", map[string]string{"ksmscale": name, "type": "Degraded", "status": "True"}); !ok || v != 1 {
+			return fmt.Errorf("ksmscale_status_condition{type=Degraded,status=True} = %v (present %v)", v, ok)
 		}
 		return nil
 	})
