@@ -85,16 +85,20 @@ start_ksmkubelet() {
     </dev/null >"$KUBELET_LOG" 2>&1 &
   pid=$!
   echo "$pid" >"$KUBELET_PIDFILE"
-  for _ in $(seq 300); do
+  # It logs "ksmkubelet: running;" once it has seen the cluster's pods and
+  # nodes (at most a minute, or it exits).
+  local started=0
+  for _ in $(seq 400); do
     if ! kill -0 "$pid" 2>/dev/null; then
       echo "ksmkubelet exited; its log ($KUBELET_LOG) ends with:" >&2
       tail -n 20 "$KUBELET_LOG" >&2
       rm -f "$KUBELET_PIDFILE"
       return 1
     fi
-    grep -q "ksmkubelet: running" "$KUBELET_LOG" && break
+    if grep -q "ksmkubelet: running;" "$KUBELET_LOG"; then started=1; break; fi
     sleep 0.2
   done
+  ((started)) || echo "warning: ksmkubelet (pid $pid) has not reported running after 80 s; see $KUBELET_LOG" >&2
   echo "ksmkubelet pid $pid: real kube-state-metrics behind every pod labelled $KSM_LABEL (log $KUBELET_LOG, per-pod logs in $KUBELET_DIR/)"
 }
 

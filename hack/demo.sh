@@ -105,6 +105,6 @@ bin/ksmkubelet runs a real kube-state-metrics behind every KSMScale pod.
   export KUBECONFIG=$KUBECONFIG
   $KUBECTL get ksms                       # try: kubectl edit ksms production-ksm-sharded
   tail -f $OPLOG
-  tail -f $LOCAL/ksmkubelet.log          # per-pod KSM logs: $LOCAL/ksmkubelet/
+  tail -f $LOCAL/ksmkubelet.log           # per-pod KSM logs: $LOCAL/ksmkubelet/
 Stop everything with: make demo-down
 EOT

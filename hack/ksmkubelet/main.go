@@ -40,7 +40,7 @@ import (
 const defaultIPRange = "127.66.0.0/16"
 
 func main() {
-	log.SetFlags(log.LstdFlags | log.LUTC)
+	log.SetFlags(log.LstdFlags | log.LUTC | log.Lmsgprefix)
 	log.SetPrefix("ksmkubelet: ")
 	if err := run(); err != nil {
 		log.Print(err)
@@ -83,6 +83,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	// hack/cluster.sh waits for this line.
 	log.Printf("running; KSM logs in %s; stop with SIGINT or SIGTERM", *dir)
 	<-ctx.Done()
 	stop() // a second signal now takes the default action: die at once
