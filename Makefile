@@ -112,12 +112,12 @@ bench: ## Measure the operator vs StatefulSet autosharding at 1,000 and 5,000 no
 ##@ Local cluster
 
 .PHONY: cluster-up
-cluster-up: ## Start etcd, kube-apiserver, controller-manager, scheduler and kwok with NODES simulated nodes.
-	hack/build-tools.sh kubernetes etcd kwok
+cluster-up: ## Start etcd, kube-apiserver, controller-manager, scheduler, kwok with NODES simulated nodes, and bin/ksmkubelet (real KSM behind KSM pods; KSM_KUBELET=0: none).
+	hack/build-tools.sh kubernetes etcd kwok kube-state-metrics
 	hack/cluster.sh up $(NODES)
 
 .PHONY: cluster-down
-cluster-down: ## Stop the local cluster started by cluster-up and remove its state.
+cluster-down: ## Stop the ksmkubelet (by its pidfile) and the local cluster started by cluster-up, and remove their state.
 	hack/cluster.sh down
 
 .PHONY: demo
@@ -125,5 +125,5 @@ demo: ## Build what is missing, start a 50-node local cluster, run the operator 
 	hack/demo.sh $(NODES)
 
 .PHONY: demo-down
-demo-down: ## Stop the demo's operator and local cluster.
+demo-down: ## Stop the demo's operator, ksmkubelet (and its kube-state-metrics) and local cluster.
 	hack/demo.sh down

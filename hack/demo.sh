@@ -5,8 +5,15 @@
 # the CRD and RBAC, runs the operator as a background process, applies the
 # plan's two samples and shows the result.
 #
+# kwok simulates every pod, but not the KSM pods: hack/cluster.sh up starts
+# bin/ksmkubelet beside the cluster (pid .local/ksmkubelet.pid, log
+# .local/ksmkubelet.log), which runs the real bin/kube-state-metrics behind
+# each KSMScale pod on the pod's own loopback IP, so the operator verifies
+# every hand-over by scraping the pod's /metrics, as on a real cluster.
+#
 # Usage: hack/demo.sh [NODES]   start (default 50 nodes)
-#        hack/demo.sh down      stop the operator and the cluster
+#        hack/demo.sh down      stop the operator, the ksmkubelet (and its
+#                               kube-state-metrics processes) and the cluster
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -33,8 +40,10 @@ stop_operator() {
 }
 
 if [[ ${1:-} == down ]]; then
-  step "stopping the operator and the local cluster"
+  step "stopping the operator, the ksmkubelet and the local cluster"
   stop_operator
+  # Stops the ksmkubelet by its pidfile (and with it every kube-state-metrics
+  # it runs) before the cluster.
   hack/cluster.sh down
   exit 0
 fi
@@ -45,10 +54,11 @@ hack/build-tools.sh controller-gen etcd kubernetes kwok kube-state-metrics
 step "building the operator"
 go build -o "$BIN/manager" ./cmd
 go build -o "$BIN/shardtable" ./hack/shardtable
+go build -o "$BIN/ksmkubelet" ./hack/ksmkubelet
 
-step "starting a local cluster with $NODES simulated nodes"
+step "starting a local cluster with $NODES simulated nodes, and real kube-state-metrics behind every KSM pod"
 stop_operator
-hack/cluster.sh up "$NODES"
+KSM_KUBELET=1 hack/cluster.sh up "$NODES"
 
 step "installing the CRD, the RBAC and the namespaces"
 "$KUBECTL" apply -k config/crd
@@ -72,6 +82,8 @@ step "applying the plan's samples (config/samples)"
 
 step "waiting for both KSMScales to become Ready"
 "$KUBECTL" wait ksms --all --for=jsonpath='{.status.phase}'=Ready --timeout=180s
+echo "waiting for the operator to verify every KSM pod's /metrics (MetricsVerified=True)"
+"$KUBECTL" wait ksms --all --for=condition=MetricsVerified --timeout=180s
 
 step "kubectl get ksms"
 "$KUBECTL" get ksms -o wide
@@ -79,6 +91,8 @@ step "kubectl get deployments,pods -n monitoring"
 "$KUBECTL" get deployments -n monitoring
 "$KUBECTL" get pods -n monitoring -L shard-id,total-shards -o wide
 step "kubectl describe ksms production-ksm-sharded (conditions and events)"
+echo "Every pod above runs a real kube-state-metrics on its own IP (bin/ksmkubelet); MetricsVerified"
+echo "True/Verified means the operator scraped each new pod's /metrics before it took over."
 "$KUBECTL" describe ksms production-ksm-sharded | sed -n '/^Status:/,$p'
 
 step "sharding at work: a real kube-state-metrics per shard, started with each shard pod's own arguments"
@@ -86,9 +100,11 @@ step "sharding at work: a real kube-state-metrics per shard, started with each s
 
 cat <<EOT
 
-The operator keeps running in the background against the local cluster.
+The operator keeps running in the background against the local cluster, and
+bin/ksmkubelet runs a real kube-state-metrics behind every KSMScale pod.
   export KUBECONFIG=$KUBECONFIG
   $KUBECTL get ksms                       # try: kubectl edit ksms production-ksm-sharded
   tail -f $OPLOG
+  tail -f $LOCAL/ksmkubelet.log           # per-pod KSM logs: $LOCAL/ksmkubelet/
 Stop everything with: make demo-down
 EOT

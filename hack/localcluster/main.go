@@ -2,7 +2,7 @@
 // kwok nodes that outlives the command (see test/localcluster), for running
 // the operator and kubectl against by hand.
 //
-//	localcluster up     [--nodes N] [--dir DIR] [--bin BIN]
+//	localcluster up     [--nodes N] [--dir DIR] [--bin BIN] [--external-kubelet-label KEY[=VALUE]]
 //	localcluster status [--dir DIR]
 //	localcluster down   [--dir DIR]
 package main
@@ -76,6 +76,7 @@ func up(ctx context.Context, args []string) error {
 	fs, dir := newFlags("up")
 	nodes := fs.Int("nodes", 50, "number of kwok nodes")
 	bin := fs.String("bin", "bin", "directory with etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok and kwok-stages/")
+	external := fs.String("external-kubelet-label", "", "pods with this label (KEY or KEY=VALUE) are left to another kubelet (hack/ksmkubelet) instead of kwok; empty: kwok simulates every pod")
 	_ = fs.Parse(args)
 
 	abs, err := filepath.Abs(*dir)
@@ -103,6 +104,8 @@ func up(ctx context.Context, args []string) error {
 		Dir:    abs,
 		Nodes:  *nodes,
 		Detach: true,
+		// Validated by Start; kwok's stages skip these pods.
+		ExternalKubeletLabel: *external,
 		Logf: func(format string, args ...any) {
 			fmt.Fprintf(os.Stderr, "localcluster: "+format+"\n", args...)
 		},
@@ -113,6 +116,9 @@ func up(ctx context.Context, args []string) error {
 	fmt.Printf("cluster with %d Ready nodes up in %s at %s\n", *nodes, time.Since(began).Round(time.Millisecond), c.Host())
 	fmt.Printf("kubeconfig: %s\n", c.Kubeconfig())
 	fmt.Printf("  export KUBECONFIG=%s\n", c.Kubeconfig())
+	if *external != "" {
+		fmt.Printf("pods labelled %s are left to an external kubelet (hack/ksmkubelet), not kwok\n", *external)
+	}
 	fmt.Printf("logs: %s/*.log\n", abs)
 	fmt.Printf("stop: %s down --dir %s\n", os.Args[0], abs)
 	return nil
