@@ -347,8 +347,34 @@ func (r *KSMScaleReconciler) reconcileUnsharded(ctx context.Context, s *scope) (
 	if err := r.deletePDB(ctx, s); err != nil {
 		return ctrl.Result{}, err
 	}
-	// Shard pods left from sharded mode go once the Deployment serves.
-	return r.reconcileShardPods(ctx, s, 0, "", deploymentAvailable(d, replicas))
+	// Shard pods left from sharded mode go once the Deployment serves: it
+	// is available, and a replica of it is Ready with every readiness gate
+	// True by the operator's own reading (a Deployment's availability is
+	// only as honest as whatever plays the kubelet: kwok ignores gates).
+	serving := false
+	if deploymentAvailable(d, replicas) {
+		if serving, err = r.replicaServing(ctx, s); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+	return r.reconcileShardPods(ctx, s, 0, "", serving)
+}
+
+// replicaServing reports whether some replica of the unsharded Deployment is
+// Ready with all its readiness gates True, so it exports every object.
+func (r *KSMScaleReconciler) replicaServing(ctx context.Context, s *scope) (bool, error) {
+	pods := &corev1.PodList{}
+	if err := r.List(ctx, pods, client.InNamespace(s.cfg.Namespace), client.MatchingLabels(ksm.UnshardedSelector(s.cfg.Name))); err != nil {
+		return false, fmt.Errorf("list Deployment pods: %w", err)
+	}
+	for i := range pods.Items {
+		p := &pods.Items[i]
+		o := observePod(p, s.cfg.Name, 0, "")
+		if o.Active && o.Ready {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // deploymentAvailable: every wanted replica runs the current template and has

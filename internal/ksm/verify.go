@@ -15,8 +15,10 @@ type Counts map[string]int
 // IdentityFamilies are the families the hand-over compares: for each kind
 // kube-state-metrics exports by default, one family with exactly one series
 // per object, present under that name in every v2 release. kube-state-metrics
-// fills a kind's store in one step when that kind's first list completes, so
-// a kind that has not been listed shows as 0 here, not as a few.
+// fills a kind's store when that kind's list completes (MetricsStore.Replace:
+// clear, then add every object), so a kind not listed yet shows as 0, and
+// while the Replace runs a scrape sees a growing subset: counts must agree
+// within Tolerance of the reference, not merely be non-zero.
 //
 // A release that drops or renames one of them would make its pods fall back
 // to the settle time (with a Warning), never hand over early.

@@ -24,6 +24,7 @@ import (
 func TestFaults(t *testing.T) {
 	const ns, name = "faults", "faults"
 	ensureNamespace(t, ns)
+	seedWorkload(t)
 	op := startOperator(t, t, "operator-1")
 	createSharded(t, ns, name, 5, 3, nil)
 
@@ -264,7 +265,13 @@ func TestFaults(t *testing.T) {
 		if !op.Running() || op.PID() != pid {
 			t.Errorf("the operator restarted (pid %d -> %d, running %v)", pid, op.PID(), op.Running())
 		}
-		results = append(results, measure(t, w, "API server restart, then reshard 7->4", false, "the watcher reconnects too"))
+		// Every pod stays Ready, but each kube-state-metrics relists after
+		// the restart, and its store's Replace clears it before adding the
+		// objects back one by one (MetricsStore.Replace in v2.20.0): for a
+		// moment its own export is short. That gap is KSM's, not the
+		// hand-over's, so only the pods' coverage must hold here.
+		results = append(results, measureWith(t, w, "API server restart, then reshard 7->4", false, true,
+			"every KSM relists; its store's Replace is not atomic"))
 	})
 
 	t.Run("Service, PDB, ServiceAccount and binding deleted", func(t *testing.T) {
