@@ -171,7 +171,9 @@ func TestFaults(t *testing.T) {
 		pods := waitConverged(t, ns, name, 5, 180*time.Second)
 		w := watchCoverage(t, ns, name)
 		node := pods[2].Spec.NodeName
-		out, err := kubectl("drain", node, "--ignore-daemonsets", "--timeout=180s")
+		// Only the KSM pods: the seeded workload is bare pods, which drain
+		// refuses without --force.
+		out, err := kubectl("drain", node, "--ignore-daemonsets", "--pod-selector=ksmscale.example.com="+name, "--timeout=180s")
 		if err != nil {
 			t.Fatalf("drain without --force failed: %v\n%s", err, out)
 		}
