@@ -90,6 +90,16 @@ func TestFaults(t *testing.T) {
 		if err := k8s.Delete(suiteCtx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node}}); err != nil {
 			t.Fatal(err)
 		}
+		// The scheduler's cache may still hold the node for a moment and bind
+		// the replacement to it; the operator then replaces that one too.
+		eventually(t, 120*time.Second, "no shard pod on the deleted node", func() error {
+			for _, p := range activePods(t, ns, name) {
+				if p.Spec.NodeName == node {
+					return fmt.Errorf("pod %s still on the deleted node", p.Name)
+				}
+			}
+			return nil
+		})
 		got := waitConverged(t, ns, name, 5, 120*time.Second)
 		for _, p := range got {
 			if p.Spec.NodeName == node {
