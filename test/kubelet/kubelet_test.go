@@ -32,6 +32,7 @@ import (
 
 	"github.com/ksmscale/ksm-scale-operator/test/e2e/ksmproc"
 	"github.com/ksmscale/ksm-scale-operator/test/localcluster"
+	"github.com/ksmscale/ksm-scale-operator/test/tools"
 	"github.com/ksmscale/ksm-scale-operator/test/wait"
 )
 
@@ -60,22 +61,6 @@ func retryOnConflict(ctx context.Context, update func() error) error {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-}
-
-// binDir is where the binaries are: KUBEBUILDER_ASSETS or the repository's
-// bin/. The test is skipped without them.
-func binDir(t *testing.T) string {
-	t.Helper()
-	dir := os.Getenv("KUBEBUILDER_ASSETS")
-	if dir == "" {
-		dir = filepath.Join("..", "..", "bin")
-	}
-	for _, b := range []string{localcluster.KubeAPIServer, localcluster.Kwok, "kube-state-metrics"} {
-		if _, err := os.Stat(filepath.Join(dir, b)); err != nil {
-			t.Skipf("no %s in %s (run hack/build-tools.sh): %v", b, dir, err)
-		}
-	}
-	return dir
 }
 
 func eventually(t *testing.T, what string, cond func() error) {
@@ -209,7 +194,7 @@ func setup(t *testing.T, ctx context.Context, cs kubernetes.Interface) {
 // is not Ready, restarts, env expansion, deletion, and that Stop leaves no
 // process.
 func TestKubelet(t *testing.T) {
-	bin := binDir(t)
+	bin := tools.BinDir(t, localcluster.KubeAPIServer, localcluster.Kwok, "kube-state-metrics")
 	ctx := t.Context()
 	dir := t.TempDir()
 

@@ -16,21 +16,9 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
-)
 
-// binDir is where the control plane binaries are: KUBEBUILDER_ASSETS (set
-// by the Makefile) or the repository's bin/.
-func binDir(t *testing.T) string {
-	t.Helper()
-	dir := os.Getenv("KUBEBUILDER_ASSETS")
-	if dir == "" {
-		dir = filepath.Join("..", "..", "bin")
-	}
-	if _, err := os.Stat(filepath.Join(dir, KubeAPIServer)); err != nil {
-		t.Skipf("no control plane binaries in %s (run hack/build-tools.sh): %v", dir, err)
-	}
-	return dir
-}
+	"github.com/ksmscale/ksm-scale-operator/test/tools"
+)
 
 // eventually polls cond until it returns true or timeout passes. cond's
 // error is remembered for the failure message but does not stop polling.
@@ -62,7 +50,7 @@ func eventually(t *testing.T, timeout time.Duration, what string, cond func(ctx 
 // scheduler, kwok), ServiceAccount tokens, garbage collection, restarting
 // the API server, and that Stop leaves no process behind.
 func TestCluster(t *testing.T) {
-	bin := binDir(t)
+	bin := tools.BinDir(t, KubeAPIServer)
 	ctx := t.Context()
 	dir := t.TempDir()
 
@@ -255,7 +243,7 @@ func TestStopDirRefusesForeignDirectory(t *testing.T) {
 // someone else (no status, no deletion) while it still runs every other pod,
 // with pod IPs on loopback.
 func TestExternalKubeletLabel(t *testing.T) {
-	bin := binDir(t)
+	bin := tools.BinDir(t, KubeAPIServer)
 	ctx := t.Context()
 	const label = "kubelet.test.example.com/external"
 	c, err := Start(ctx, Options{BinDir: bin, Dir: t.TempDir(), Nodes: 2, Logf: t.Logf, ExternalKubeletLabel: label + "=true"})

@@ -12,6 +12,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/ksmscale/ksm-scale-operator/test/dashboard"
+	"github.com/ksmscale/ksm-scale-operator/test/tools"
 )
 
 // The Grafana dashboard's tests. Every panel expression is parsed by the real
@@ -100,19 +101,6 @@ func readDashboard(t *testing.T) (dashboard.Dashboard, []dashboard.Query) {
 	return d, qs
 }
 
-func promtoolBin(t *testing.T) string {
-	t.Helper()
-	p, err := exec.LookPath("promtool")
-	if err == nil {
-		return p
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatal("promtool not found, and CI is set: .ci/run installs it (apt-get install prometheus)")
-	}
-	t.Skip("promtool not found: install Debian's prometheus package (apt-get install --no-install-recommends prometheus)")
-	return ""
-}
-
 // checkExprs writes the expressions as recording rules and runs promtool
 // check rules on them: the PromQL parser of the Prometheus that evaluates
 // them. The rule names carry the index, which promtool's errors name.
@@ -134,7 +122,7 @@ func checkExprs(t *testing.T, qs []dashboard.Query) (string, error) {
 	if err := os.WriteFile(path, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec.Command(promtoolBin(t), "check", "rules", path).CombinedOutput()
+	out, err := exec.Command(tools.Promtool(t), "check", "rules", path).CombinedOutput()
 	return string(out), err
 }
 

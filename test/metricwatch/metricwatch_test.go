@@ -2,7 +2,6 @@ package metricwatch
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
 	"strconv"
 	"testing"
@@ -21,25 +20,9 @@ import (
 	"github.com/ksmscale/ksm-scale-operator/test/e2e/workload"
 	"github.com/ksmscale/ksm-scale-operator/test/localcluster"
 	"github.com/ksmscale/ksm-scale-operator/test/proc"
+	"github.com/ksmscale/ksm-scale-operator/test/tools"
 	"github.com/ksmscale/ksm-scale-operator/test/wait"
 )
-
-// binDir is where the control plane, kwok and kube-state-metrics binaries
-// are: KUBEBUILDER_ASSETS (set by the Makefile) or the repository's bin/.
-// The test is skipped, not failed, without them: they take a long build.
-func binDir(t *testing.T) string {
-	t.Helper()
-	dir := os.Getenv("KUBEBUILDER_ASSETS")
-	if dir == "" {
-		dir = filepath.Join("..", "..", "bin")
-	}
-	for _, b := range []string{localcluster.KubeAPIServer, localcluster.Kwok, "kube-state-metrics"} {
-		if _, err := os.Stat(filepath.Join(dir, b)); err != nil {
-			t.Skipf("no %s in %s (run hack/build-tools.sh): %v", b, dir, err)
-		}
-	}
-	return dir
-}
 
 // Generous deadlines: two shared cores run the control plane, kwok and up
 // to four kube-state-metrics processes.
@@ -56,7 +39,7 @@ const (
 // objects missing when it stops, or when its process answers /metrics but
 // cannot list; duplicates when a second process serves the same shard.
 func TestWatcherWithRealKSM(t *testing.T) {
-	bin := binDir(t)
+	bin := tools.BinDir(t, localcluster.KubeAPIServer, localcluster.Kwok, "kube-state-metrics")
 	ctx := t.Context()
 	dir := t.TempDir()
 

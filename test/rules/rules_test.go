@@ -22,6 +22,8 @@ import (
 	"testing"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/ksmscale/ksm-scale-operator/test/tools"
 )
 
 const (
@@ -47,19 +49,6 @@ type ruleGroups struct {
 		Name  string `json:"name"`
 		Rules []rule `json:"rules"`
 	} `json:"groups"`
-}
-
-func promtool(t *testing.T) string {
-	t.Helper()
-	p, err := exec.LookPath("promtool")
-	if err == nil {
-		return p
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatal("promtool not found, and CI is set: .ci/run installs it (apt-get install prometheus); the rule tests must run in CI")
-	}
-	t.Skip("promtool not found: install Debian's prometheus package (apt-get install --no-install-recommends prometheus) to run the rule tests")
-	return ""
 }
 
 // spec returns the rule groups of the shipped PrometheusRule, whose .spec is
@@ -106,7 +95,7 @@ func run(t *testing.T, dir, bin string, args ...string) {
 // TestCheckRules is `promtool check rules` on the PrometheusRule's spec:
 // every expression parses, every template compiles, no duplicate names.
 func TestCheckRules(t *testing.T) {
-	bin := promtool(t)
+	bin := tools.Promtool(t)
 	_, rules := spec(t)
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, extracted), rules, 0o644); err != nil {
@@ -121,7 +110,7 @@ func TestCheckRules(t *testing.T) {
 // they see, so the files need not repeat every description, and
 // TestAlertsDocumented checks the annotations instead.
 func TestRuleUnitTests(t *testing.T) {
-	bin := promtool(t)
+	bin := tools.Promtool(t)
 	groups, _ := spec(t)
 	for gi := range groups.Groups {
 		for ri := range groups.Groups[gi].Rules {
