@@ -293,15 +293,20 @@ func observePod(p *corev1.Pod, name string, total int32, rev string) ksm.Observe
 		}
 	}
 	// Ready counts only with every readiness gate True, whatever plays the
-	// kubelet: the gate is what makes Ready mean "exports its objects". The
-	// settle time is a floor counted from the containers becoming ready, so
-	// a pod verified late is not held for another settle time on top.
+	// kubelet: the gate is what makes Ready mean "exports its objects".
+	// The settle time then counts from Ready, that is from the verification:
+	// the pod's objects are complete from that moment, and every Prometheus
+	// needs up to one scrape interval more to hold a complete scrape of them.
+	// Handing over at verification itself leaves a gap in Prometheus as long
+	// as that interval. A pod that took over unverified was already held for
+	// the settle time counted from its containers becoming ready (that was
+	// the guess), so it is not held a second time.
 	gated, gatesOK := readinessGates(p)
 	o.Ready = readyCond && gatesOK
 	switch {
 	case !o.Ready:
 		o.ReadySince = time.Time{}
-	case gated && containersReady:
+	case gated && containersReady && gateReason(p) == GateUnverified:
 		o.ReadySince = containersSince
 	}
 	// Right after a gate turns True, kubelet has not flipped Ready yet: Ready
@@ -413,6 +418,17 @@ func readinessGates(p *corev1.Pod) (gated, allTrue bool) {
 		}
 	}
 	return len(p.Spec.ReadinessGates) > 0, true
+}
+
+// gateReason is the reason of the pod's metrics-verified gate condition, ""
+// when it has none.
+func gateReason(p *corev1.Pod) string {
+	for _, c := range p.Status.Conditions {
+		if c.Type == ksm.MetricsVerifiedGate {
+			return c.Reason
+		}
+	}
+	return ""
 }
 
 // nodeNotReadyReason is the Ready condition's reason when the node lifecycle

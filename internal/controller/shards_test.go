@@ -87,9 +87,10 @@ func TestObservePod(t *testing.T) {
 }
 
 // TestObservePodWithGate: with the metrics-verified gate, Ready counts only
-// once the gate is True, the settle time counts from the containers becoming
-// ready, and the moment between the gate turning True and kubelet flipping
-// Ready is not mistaken for an unreachable node.
+// once the gate is True, the settle time counts from Ready (from the
+// containers becoming ready when the pod took over unverified), and the
+// moment between the gate turning True and kubelet flipping Ready is not
+// mistaken for an unreachable node.
 func TestObservePodWithGate(t *testing.T) {
 	k := &v1alpha1.KSMScale{ObjectMeta: metav1.ObjectMeta{Name: "gated"}}
 	cfg := ksm.Resolve(k)
@@ -124,8 +125,11 @@ func TestObservePodWithGate(t *testing.T) {
 				cond(ksm.MetricsVerifiedGate, true, 20, "Verified")), base},
 		{"kwok or a kubelet ignoring gates says Ready before the gate: not Ready",
 			build(cond(corev1.ContainersReady, true, 1, ""), cond(corev1.PodReady, true, 1, "")), base},
-		{"verified and Ready: settled from the containers becoming ready",
+		{"verified and Ready: settles from Ready, when the verification made it Ready",
 			build(cond(corev1.ContainersReady, true, 1, ""), cond(corev1.PodReady, true, 20, ""), cond(ksm.MetricsVerifiedGate, true, 20, "Verified")),
+			with(func(o *ksm.ObservedPod) { o.Ready, o.ReadySince = true, at(20).Time })},
+		{"took over unverified: the settle time was served before the gate, counted from the containers",
+			build(cond(corev1.ContainersReady, true, 1, ""), cond(corev1.PodReady, true, 31, ""), cond(ksm.MetricsVerifiedGate, true, 31, "Unverified")),
 			with(func(o *ksm.ObservedPod) { o.Ready, o.ReadySince = true, at(1).Time })},
 		{"verified, then marked not Ready by the node lifecycle controller: lost",
 			build(cond(corev1.ContainersReady, true, 1, ""), cond(corev1.PodReady, false, 60, "NodeNotReady"), cond(ksm.MetricsVerifiedGate, true, 20, "Verified")),

@@ -25,9 +25,9 @@ func BuildDeployment(c Config, replicas int32) *appsv1.Deployment {
 			Replicas:             ptr.To(replicas),
 			RevisionHistoryLimit: ptr.To[int32](3),
 			// A new replica counts as available, and an old one is removed,
-			// only after it has been Ready this long: the same floor as a
-			// shard's settle time. With verified hand-overs Ready already
-			// waits for the pod's metrics; this stays as the floor.
+			// only after it has been Ready this long: a shard's settle time.
+			// With verified hand-overs Ready waits for the pod's metrics, and
+			// this is the time every Prometheus needs to scrape it once.
 			MinReadySeconds: c.MinReadySeconds,
 			Selector:        &metav1.LabelSelector{MatchLabels: UnshardedSelector(c.Name)},
 			Strategy: appsv1.DeploymentStrategy{
