@@ -16,7 +16,7 @@ const (
 	DefaultMinAvailable                  = 1
 	DefaultMinReadySeconds               = 30
 	DefaultProgressDeadlineSeconds       = 600
-	DefaultMaxSurge                      = 1
+	DefaultMaxSurge                      = 10
 	DefaultScaleUpStabilizationSeconds   = 60
 	DefaultScaleDownStabilizationSeconds = 300
 )
@@ -154,8 +154,12 @@ type AdvancedShardingConfig struct {
 	MinAvailable int32 `json:"minAvailable,omitempty"`
 
 	// MinReadySeconds is how long a new shard pod must have been Ready before
-	// the pod it replaces is deleted. kube-state-metrics reports ready before
-	// its first list of the cluster has finished, so Ready alone is not enough.
+	// the pod it replaces is deleted. With verified hand-overs (the default)
+	// a pod is Ready once its metrics show its full object set, and this is
+	// the time every Prometheus needs to scrape it at least once: keep it at
+	// or above the longest scrape interval of the shards (30s in the shipped
+	// ServiceMonitor). Without verification it must also cover kube-state-
+	// metrics' first list, as its readiness probe passes before that ends.
 	// +kubebuilder:default=30
 	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:validation:Maximum=3600
@@ -164,8 +168,11 @@ type AdvancedShardingConfig struct {
 
 	// MaxSurge is how many shards may be replaced at once during a rollout
 	// (image, resources, arguments). A change of the shard count always
-	// starts the whole new generation at once.
-	// +kubebuilder:default=1
+	// starts the whole new generation at once. The default replaces every
+	// shard of up to 10 at once, as a reshard does: the rollout takes one
+	// list and one settle time, and the shards' memory is doubled meanwhile.
+	// Lower it to trade rollout time for that peak.
+	// +kubebuilder:default=10
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=10
 	// +optional

@@ -73,8 +73,18 @@ const (
 const EventHandoverUnverified = "HandoverUnverified"
 
 const (
-	// verifyInterval is how often a pass re-scrapes pods that are waiting.
-	verifyInterval = 2 * time.Second
+	// verifyInterval is how often a pass re-scrapes pods that are waiting,
+	// for their first verifyEagerFor: a new pod is verified, and a shard
+	// becomes Available, at most about this long after its list finished
+	// (twice that when nothing compares and two equal scrapes are needed).
+	// A scrape of a pod that is still listing is cheap: it has little to say.
+	verifyInterval = time.Second
+	// verifyEagerFor: after this long waiting, a pod's list is done and its
+	// metrics do not agree; it is re-scraped only every verifyBackoff until
+	// they do or the verify timeout ends, so that a large shard that keeps
+	// disagreeing costs little.
+	verifyEagerFor = 30 * time.Second
+	verifyBackoff  = 5 * time.Second
 	// scrapeTimeout bounds one scrape, connection to last byte. A shard of
 	// a 150,000-pod cluster serves tens of MB, seconds even on a slow
 	// network; a hung endpoint costs a pass at most this.
@@ -338,7 +348,7 @@ func (r *KSMScaleReconciler) verifyHandovers(ctx context.Context, s *scope) (ctr
 				errs = append(errs, r.unverified(ctx, s, k, fmt.Sprintf("cannot read its metrics (%v); took over after the settle time of %s", err, minReady)))
 				continue
 			}
-			res = earliest(res, ctrl.Result{RequeueAfter: min(verifyInterval, minReady-since+settleSlack)})
+			res = earliest(res, ctrl.Result{RequeueAfter: min(rescrapeAfter(since), minReady-since+settleSlack)})
 			continue
 		}
 		why := verdict[uid]
@@ -353,9 +363,18 @@ func (r *KSMScaleReconciler) verifyHandovers(ctx context.Context, s *scope) (ctr
 			errs = append(errs, r.unverified(ctx, s, k, fmt.Sprintf("after %s it still %s; took over unverified", v.timeout, why)))
 			continue
 		}
-		res = earliest(res, ctrl.Result{RequeueAfter: verifyInterval})
+		res = earliest(res, ctrl.Result{RequeueAfter: rescrapeAfter(since)})
 	}
 	return res, errors.Join(errs...)
+}
+
+// rescrapeAfter is when a pod that has waited this long since its containers
+// became ready is scraped again.
+func rescrapeAfter(waited time.Duration) time.Duration {
+	if waited < verifyEagerFor {
+		return verifyInterval
+	}
+	return verifyBackoff
 }
 
 // ksmPods lists this KSMScale's kube-state-metrics pods in its namespace:

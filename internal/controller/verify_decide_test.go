@@ -182,7 +182,9 @@ func TestVerifyFallsBackWhenShortAfterTheTimeout(t *testing.T) {
 	f := newVerifyFixture(t)
 	f.pod("old", 1, 2, newExporter(t, f.counts(1, 2, 500, 30)), true)
 	f.pod("blind", 1, 2, newExporter(t, f.counts(1, 2, 500, 0)), false) // may not list configmaps
-	f.pass(30 * time.Second)
+	if rq := f.pass(30 * time.Second); rq != verifyBackoff {
+		t.Errorf("requeue %s after waiting 30s, want the backoff %s", rq, verifyBackoff)
+	}
 	f.wantGate("blind", "", "")
 	f.pass(61 * time.Second)
 	f.wantGate("blind", GateUnverified, "exports no kube_configmap_info series, expected 30")

@@ -59,7 +59,7 @@ func shardedExample() Config {
 		EnablePDB:                     true,
 		MinAvailable:                  2,
 		MinReadySeconds:               30,
-		MaxSurge:                      1,
+		MaxSurge:                      10,
 		ScaleUpStabilizationSeconds:   60,
 		ScaleDownStabilizationSeconds: 300,
 		ProgressDeadline:              10 * time.Minute,
@@ -79,7 +79,7 @@ func unshardedExample() Config {
 		EnablePDB:                     true,
 		MinAvailable:                  1,
 		MinReadySeconds:               30,
-		MaxSurge:                      1,
+		MaxSurge:                      10,
 		ScaleUpStabilizationSeconds:   60,
 		ScaleDownStabilizationSeconds: 300,
 		ProgressDeadline:              10 * time.Minute,
@@ -562,7 +562,7 @@ func TestResolve(t *testing.T) {
 	defaults := func(name string) Config {
 		return Config{
 			Name: name, Namespace: "monitoring", Image: v1alpha1.DefaultMonitorImage,
-			SpreadAcrossNodes: true, EnablePDB: true, MinAvailable: 1, MinReadySeconds: 30, MaxSurge: 1,
+			SpreadAcrossNodes: true, EnablePDB: true, MinAvailable: 1, MinReadySeconds: 30, MaxSurge: 10,
 			ScaleUpStabilizationSeconds: 60, ScaleDownStabilizationSeconds: 300, ProgressDeadline: 10 * time.Minute,
 		}
 	}
