@@ -85,6 +85,14 @@ const (
 	// disagreeing costs little.
 	verifyEagerFor = 30 * time.Second
 	verifyBackoff  = 5 * time.Second
+	// confirmAfter: a pod with nothing to compare with, which exports the
+	// nodes and namespaces it owns and some pods, is scraped again this soon
+	// to confirm its counts hold. (Without pods, the largest kind and the
+	// last to list, it may still be listing, and two quick scrapes would
+	// both show none: it is confirmed at verifyInterval.) kube-state-metrics fills a kind's store in one Replace,
+	// milliseconds for a shard, so two equal scrapes this far apart are
+	// as telling as two a second apart, and the shard is Available sooner.
+	confirmAfter = 250 * time.Millisecond
 	// scrapeTimeout bounds one scrape, connection to last byte. A shard of
 	// a 150,000-pod cluster serves tens of MB, seconds even on a slow
 	// network; a hung endpoint costs a pass at most this.
@@ -299,6 +307,7 @@ func (r *KSMScaleReconciler) verifyHandovers(ctx context.Context, s *scope) (ctr
 	verdict := map[types.UID]string{}
 	impossible := map[types.UID]error{}
 	evidence := map[types.UID]string{}
+	confirming := map[types.UID]bool{} // only the stability rule is left
 	pending := map[genKey][]ksmPod{}
 	for _, k := range waiting {
 		got := counts[k.pod.UID]
@@ -319,6 +328,7 @@ func (r *KSMScaleReconciler) verifyHandovers(ctx context.Context, s *scope) (ctr
 		default:
 			why = v.stable(k.pod.UID, got.counts, s.now)
 			evidence[k.pod.UID] = "unchanged since the previous scrape; nothing to compare with"
+			confirming[k.pod.UID] = why != "" && got.counts[ksm.FamilyPods] > 0
 		}
 		verdict[k.pod.UID] = why
 	}
@@ -361,6 +371,10 @@ func (r *KSMScaleReconciler) verifyHandovers(ctx context.Context, s *scope) (ctr
 		}
 		if since >= max(v.timeout, minReady) {
 			errs = append(errs, r.unverified(ctx, s, k, fmt.Sprintf("after %s it still %s; took over unverified", v.timeout, why)))
+			continue
+		}
+		if confirming[uid] {
+			res = earliest(res, ctrl.Result{RequeueAfter: confirmAfter})
 			continue
 		}
 		res = earliest(res, ctrl.Result{RequeueAfter: rescrapeAfter(since)})

@@ -239,12 +239,18 @@ func TestVerifyFirstStartNeedsTwoEqualScrapes(t *testing.T) {
 	f := newVerifyFixture(t)
 	e := newExporter(t, f.counts(1, 2, 0, 0)) // nodes and namespaces only so far
 	f.pod("first", 1, 2, e, false)
-	f.pass(time.Second)
+	if rq := f.pass(time.Second); rq != verifyInterval {
+		t.Errorf("requeue %s while pods are not listed, want %s", rq, verifyInterval)
+	}
 	f.wantGate("first", "", "")
 	e.set(f.counts(1, 2, 300, 20))
-	f.pass(3 * time.Second)
+	// Nodes and namespaces are complete: what is left is to confirm the
+	// counts hold, which needs no full interval.
+	if rq := f.pass(3 * time.Second); rq != confirmAfter {
+		t.Errorf("requeue %s while confirming, want %s", rq, confirmAfter)
+	}
 	f.wantGate("first", "", "") // changed since the previous scrape
-	f.pass(5 * time.Second)
+	f.pass(3*time.Second + confirmAfter)
 	f.wantGate("first", GateVerified, "unchanged since the previous scrape")
 }
 
