@@ -138,7 +138,7 @@ func TestDefaults(t *testing.T) {
 			"spec.sharding.advanced.enablePDB":                     true,
 			"spec.sharding.advanced.minAvailable":                  int64(1),
 			"spec.sharding.advanced.minReadySeconds":               int64(30),
-			"spec.sharding.advanced.maxSurge":                      int64(1),
+			"spec.sharding.advanced.maxSurge":                      int64(10),
 			"spec.sharding.advanced.scaleUpStabilizationSeconds":   int64(60),
 			"spec.sharding.advanced.scaleDownStabilizationSeconds": int64(300),
 		}
