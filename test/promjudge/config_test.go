@@ -82,7 +82,7 @@ func TestConfig(t *testing.T) {
 			t.Errorf("%s: for %q, want %q (scaled by 30)", alert, fors[alert], want)
 		}
 	}
-	if !strings.Contains(string(config), "job_name: ksm-scale-operator") {
+	if !strings.Contains(string(config), "job_name: ksm-scale-operator") || !strings.Contains(string(config), "static-ksm_scale_operator.json") {
 		t.Errorf("static job missing:\n%s", config)
 	}
 }

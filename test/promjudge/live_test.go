@@ -140,7 +140,8 @@ func TestJudgeWithRealKSM(t *testing.T) {
 	s, err := Start(ctx, Options{
 		Dir: filepath.Join(dir, "prometheus"), Kubeconfig: c.Kubeconfig(),
 		ScrapeInterval: interval, ForScale: ScaleFor(30, 10*time.Second),
-		Log: testWriter{t},
+		StaticTargets: map[string][]string{"self": nil},
+		Log:           testWriter{t},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -211,6 +212,15 @@ func TestJudgeWithRealKSM(t *testing.T) {
 		// honorLabels: the object's own namespace, not the exporter's.
 		if v := query(`count by (namespace) (kube_pod_info{namespace=~"pj-.*|` + ksmNS + `"})`); len(v) != 3 {
 			t.Errorf("kube_pod_info by namespace: %s, want pj-0, pj-1 and %s", v, ksmNS)
+		}
+	})
+
+	t.Run("static targets set at run time", func(t *testing.T) {
+		if err := s.SetTargets("self", []string{strings.TrimPrefix(s.URL(), "http://")}); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.WaitTargets(ctx, "self", 1, liveTimeout); err != nil {
+			t.Fatal(err)
 		}
 	})
 

@@ -12,6 +12,7 @@ package promjudge
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -69,7 +70,8 @@ type Options struct {
 	// ForScale rewrites each rule's `for:`; nil keeps them (see ScaleFor).
 	ForScale func(time.Duration) time.Duration
 	// StaticTargets are extra jobs scraped over plain HTTP, job name to
-	// host:port list, e.g. "ksm-scale-operator": {"127.0.0.1:8080"}.
+	// host:port list, e.g. "ksm-scale-operator": {"127.0.0.1:8080"}. A job
+	// may start with no target; SetTargets changes a job's targets later.
 	StaticTargets map[string][]string
 	// Binary is the prometheus executable; empty means "prometheus" on PATH.
 	Binary string
@@ -81,6 +83,7 @@ type Options struct {
 // Server is a running Prometheus.
 type Server struct {
 	o       Options
+	dir     string
 	url     string
 	proc    *proc.Process
 	disc    *podDiscovery
@@ -123,7 +126,7 @@ func Config(o Options) (config, rules []byte, err error) {
 			JobName:        j,
 			ScrapeInterval: model.Duration(o.ScrapeInterval).String(),
 			ScrapeTimeout:  model.Duration(o.ScrapeInterval).String(),
-			StaticConfigs:  []staticConfig{{Targets: o.StaticTargets[j]}},
+			FileSDConfigs:  []fileSD{{Files: []string{staticTargetsFile(j)}}},
 		})
 	}
 	cfg := map[string]any{
@@ -194,7 +197,12 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 			return nil, err
 		}
 	}
-	s := &Server{o: o, url: "http://" + listen, logPath: filepath.Join(dir, "prometheus.log")}
+	s := &Server{o: o, dir: dir, url: "http://" + listen, logPath: filepath.Join(dir, "prometheus.log")}
+	for job, targets := range o.StaticTargets {
+		if err := s.SetTargets(job, targets); err != nil {
+			return nil, err
+		}
+	}
 	sm, err := readServiceMonitor(o.ServiceMonitor)
 	if err != nil {
 		return nil, err
@@ -261,6 +269,32 @@ func (s *Server) Stop() error {
 		s.disc.stop()
 	})
 	return s.stopErr
+}
+
+// staticTargetsFile is the file_sd file of a static job, in Dir: file
+// discovery lets SetTargets change the targets without a reload.
+func staticTargetsFile(job string) string { return "static-" + sanitize(job) + ".json" }
+
+// SetTargets replaces the targets of job, one of Options.StaticTargets (an
+// operator process a test restarts on another port). Prometheus picks the
+// change up within seconds (file discovery, then its 5 s update throttle).
+func (s *Server) SetTargets(job string, targets []string) error {
+	if _, ok := s.o.StaticTargets[job]; !ok {
+		return fmt.Errorf("promjudge: job %q is not one of Options.StaticTargets", job)
+	}
+	groups := []targetGroup{}
+	if len(targets) > 0 {
+		groups = append(groups, targetGroup{Targets: targets, Labels: map[string]string{}})
+	}
+	data, err := json.Marshal(groups)
+	if err != nil {
+		return err
+	}
+	path := filepath.Join(s.dir, staticTargetsFile(job))
+	if err := os.WriteFile(path+".tmp", data, 0o644); err != nil {
+		return err
+	}
+	return os.Rename(path+".tmp", path)
 }
 
 // URL is the server's base URL, http://127.0.0.1:PORT.

@@ -83,16 +83,11 @@ type scrapeConfig struct {
 	MetricsPath    string          `json:"metrics_path,omitempty"`
 	Scheme         string          `json:"scheme,omitempty"`
 	FileSDConfigs  []fileSD        `json:"file_sd_configs,omitempty"`
-	StaticConfigs  []staticConfig  `json:"static_configs,omitempty"`
 	RelabelConfigs []relabelConfig `json:"relabel_configs,omitempty"`
 }
 
 type fileSD struct {
 	Files []string `json:"files"`
-}
-
-type staticConfig struct {
-	Targets []string `json:"targets"`
 }
 
 // relabelActions are the actions Prometheus 2.42 knows, lower case as the
