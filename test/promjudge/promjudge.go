@@ -506,7 +506,7 @@ func (s *Server) Alerts(ctx context.Context, from, to time.Time, state string) (
 }
 
 func (f Firing) String() string {
-	return fmt.Sprintf("%s%v %s..%s", f.Alert, f.Labels, f.From.UTC().Format("15:04:05"), f.To.UTC().Format("15:04:05"))
+	return fmt.Sprintf("%s %v %s..%s", f.Alert, f.Labels, f.From.UTC().Format("15:04:05"), f.To.UTC().Format("15:04:05"))
 }
 
 // tail is the last n lines of a log file, for error messages.
