@@ -14,7 +14,7 @@ cd "$ROOT"
 export GOTOOLCHAIN=local
 export KUBEBUILDER_ASSETS=$ROOT/bin
 
-hack/build-tools.sh controller-gen etcd kubernetes kwok kube-state-metrics prometheus-operator-crds helm
+hack/build-tools.sh controller-gen etcd kubernetes kwok kube-state-metrics prometheus-operator-crds helm prometheus
 echo "== go vet"
 go vet ./...
 go vet -tags e2e ./test/e2e/

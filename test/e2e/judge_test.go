@@ -6,7 +6,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -42,21 +41,23 @@ const (
 // 15m 30s.
 var judgeFor = promjudge.ScaleFor(30, 10*time.Second)
 
-// startJudge starts the suite's Prometheus. Without a prometheus binary it
+// startJudge starts the suite's Prometheus. Without bin/prometheus it
 // returns nil, and the Prometheus verdicts are skipped, unless CI is set:
-// .ci/run installs Debian's prometheus package.
+// make test builds it (hack/build-tools.sh prometheus).
 func startJudge(ctx context.Context) (*promjudge.Server, error) {
-	if _, err := exec.LookPath("prometheus"); err != nil {
+	binary := filepath.Join(bin, "prometheus")
+	if _, err := os.Stat(binary); err != nil {
 		if os.Getenv("CI") != "" {
-			return nil, fmt.Errorf("prometheus not found, and CI is set: %w", err)
+			return nil, fmt.Errorf("no prometheus, and CI is set: %w", err)
 		}
-		fmt.Println("e2e: no prometheus binary (apt-get install prometheus): the Prometheus verdicts are skipped")
+		fmt.Println("e2e: no bin/prometheus (hack/build-tools.sh prometheus): the Prometheus verdicts are skipped")
 		return nil, nil
 	}
 	start := time.Now()
 	s, err := promjudge.Start(ctx, promjudge.Options{
 		Dir:            filepath.Join(work, "prometheus"),
 		Kubeconfig:     cluster.Kubeconfig(),
+		Binary:         binary,
 		ScrapeInterval: judgeInterval,
 		ForScale:       judgeFor,
 		StaticTargets:  map[string][]string{operatorJob: nil},
@@ -153,16 +154,12 @@ type judgeRules struct {
 	// start and two scrapes after it converged. Off where the change ends
 	// unsharded: replicas each export every object, by design.
 	duplicates bool
-	// knownGap, when set, explains missing objects that are a known defect:
-	// they are reported with it instead of failing the test, as long as
-	// they end within two scrapes of convergence.
-	knownGap string
 }
 
 // judgeChange asks the suite's Prometheus about [from, to]: no object of
 // the seeded workload, no node, no namespace may miss a single scrape, and
 // no alert of the project may fire for this KSMScale or the operator;
-// j adds the duplicate rule or excuses a known gap.
+// j adds the duplicate rule.
 func judgeChange(t *testing.T, name, scenario string, from, converged, to time.Time, j judgeRules) {
 	t.Helper()
 	if judge == nil {
@@ -173,26 +170,13 @@ func judgeChange(t *testing.T, name, scenario string, from, converged, to time.T
 	// Prometheus must have scraped and evaluated past `to`.
 	time.Sleep(time.Until(to.Add(2*judgeInterval + time.Second)))
 	var figures []string
-	known := false
 	for _, q := range kinds {
 		c, err := judge.Coverage(suiteCtx, from, to, q)
 		if err != nil {
 			t.Fatal(err)
 		}
 		figures = append(figures, fmt.Sprintf("%s %.0f missing scrapes (worst %d of %d), %d dup instants", q.Kind, c.MissingObjectScrapes, c.Worst, q.Want, c.DuplicateInstants))
-		switch {
-		case c.MissingObjectScrapes != 0 && j.knownGap != "":
-			known = true
-			t.Logf("%s: prometheus: %s; KNOWN DEFECT: %s", scenario, c, j.knownGap)
-			// The excuse covers the hand-over only: once converged, every
-			// object must be back.
-			for _, p := range c.Points {
-				if p.T.After(converged.Add(2*judgeInterval)) && p.Present < q.Want {
-					t.Errorf("%s: prometheus: %s: %d of %d at %s, after convergence", scenario, q.Kind, p.Present, q.Want, p.T.UTC().Format("15:04:05"))
-					break
-				}
-			}
-		case c.MissingObjectScrapes != 0:
+		if c.MissingObjectScrapes != 0 {
 			t.Errorf("%s: prometheus: %s (want %d at every scrape)", scenario, c, q.Want)
 		}
 		if !j.duplicates {
@@ -201,9 +185,6 @@ func judgeChange(t *testing.T, name, scenario string, from, converged, to time.T
 		if limit := converged.Add(2 * judgeInterval); c.DuplicateInstants > 0 && c.LastDuplicate.After(limit) {
 			t.Errorf("%s: prometheus: %s; duplicates after %s (converged + 2 scrapes)", scenario, c, limit.UTC().Format("15:04:05"))
 		}
-	}
-	if known {
-		figures = append(figures, "KNOWN DEFECT: "+j.knownGap)
 	}
 	firing, err := judge.Alerts(suiteCtx, from, to, "firing")
 	if err != nil {

@@ -33,7 +33,9 @@ func TestScaleFor(t *testing.T) {
 // has promtool, the checker of the Prometheus that will load it, accept
 // the configuration and the rule file; every `for:` is scaled.
 func TestConfig(t *testing.T) {
-	promtool := tools.Promtool(t)
+	// Debian's promtool knows no kubernetes_sd_configs; the promtool built
+	// with bin/prometheus does.
+	promtool := filepath.Join(tools.BinDir(t, "promtool-k8s"), "promtool-k8s")
 	dir := t.TempDir()
 	kubeconfig := filepath.Join(dir, "kubeconfig")
 	if err := os.WriteFile(kubeconfig, []byte("apiVersion: v1\nkind: Config\n"), 0o644); err != nil {

@@ -186,7 +186,7 @@ func TestJudgeWithRealKSM(t *testing.T) {
 		for _, smp := range query(`up{job="kube-state-metrics", endpoint="http-metrics"}`) {
 			m := smp.Metric
 			instances = append(instances, string(m["instance"]))
-			if smp.Value != 1 || m["ksmscale"] != ksmName || m["total_shards"] != "2" || m["instance"] != model.LabelValue(ksmName+"-shard-"+string(m["shard"])) {
+			if smp.Value != 1 || m["ksmscale"] != ksmName || m["total_shards"] != "2" || m["instance"] != model.LabelValue(judgePod(int32(mustAtoi(t, string(m["shard"])))).Name) {
 				t.Errorf("object endpoint: %s = %s", m, smp.Value)
 			}
 			for _, l := range []model.LabelName{"pod", "namespace", "service", "container"} {
@@ -196,8 +196,8 @@ func TestJudgeWithRealKSM(t *testing.T) {
 			}
 		}
 		slices.Sort(instances)
-		if !slices.Equal(instances, []string{"judge-shard-0", "judge-shard-1"}) {
-			t.Errorf("instances %v, want judge-shard-0 and judge-shard-1", instances)
+		if want := []string{judgePod(0).Name, judgePod(1).Name}; !slices.Equal(instances, want) {
+			t.Errorf("instances %v, want the pods' names %v", instances, want)
 		}
 		for _, smp := range query(`up{job="kube-state-metrics", endpoint="telemetry"}`) {
 			m := smp.Metric
@@ -345,4 +345,13 @@ type testWriter struct{ t *testing.T }
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
+}
+
+func mustAtoi(t *testing.T, s string) int {
+	t.Helper()
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		t.Fatalf("shard label %q: %v", s, err)
+	}
+	return n
 }

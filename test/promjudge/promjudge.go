@@ -6,8 +6,9 @@
 // Prometheus would have seen: which objects had series at each scrape, which
 // had two, which alerts fired.
 //
-// The process is Debian's prometheus (2.42, what .ci/run installs), started
-// by PID on 127.0.0.1 and stopped by PID.
+// The process is bin/prometheus, built by hack/build-tools.sh from the pinned
+// Prometheus module with its Kubernetes service discovery (Debian's package
+// has none), started by PID on 127.0.0.1 and stopped by PID.
 package promjudge
 
 import (
@@ -19,7 +20,6 @@ import (
 	"math"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -43,9 +43,6 @@ const (
 	// readyTimeout bounds the start: two shared cores also run the control
 	// plane and kube-state-metrics.
 	readyTimeout = 2 * time.Minute
-	// podTargetsFile is the file_sd file of the pod targets, in Dir;
-	// Prometheus resolves it relative to prometheus.yml.
-	podTargetsFile = "pods.json"
 	// stopGrace is how long Prometheus gets to write its head block.
 	stopGrace = 15 * time.Second
 	pollEvery = 250 * time.Millisecond
@@ -56,8 +53,8 @@ type Options struct {
 	// Dir receives prometheus.yml, rules.yml, the TSDB and prometheus.log.
 	// Required.
 	Dir string
-	// Kubeconfig is the local cluster's kubeconfig, for the discovery of
-	// the pods (see podDiscovery). Required.
+	// Kubeconfig is the local cluster's kubeconfig: Prometheus' Kubernetes
+	// service discovery reads it (kubeconfig_file). Required.
 	Kubeconfig string
 	// ServiceMonitor is the ServiceMonitor manifest translated into scrape
 	// configs; empty means the repository's servicemonitor-shards.yaml.
@@ -74,7 +71,8 @@ type Options struct {
 	// host:port list, e.g. "ksm-scale-operator": {"127.0.0.1:8080"}. A job
 	// may start with no target; SetTargets changes a job's targets later.
 	StaticTargets map[string][]string
-	// Binary is the prometheus executable; empty means "prometheus" on PATH.
+	// Binary is the prometheus executable; empty means the repository's
+	// bin/prometheus (hack/build-tools.sh prometheus).
 	Binary string
 	// Log receives progress messages; nil discards them. Prometheus' own
 	// output goes to Dir/prometheus.log.
@@ -87,7 +85,6 @@ type Server struct {
 	dir     string
 	url     string
 	proc    *proc.Process
-	disc    *podDiscovery
 	api     promv1.API
 	logPath string
 
@@ -116,7 +113,7 @@ func Config(o Options) (config, rules []byte, err error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	scrapes := sm.scrapeConfigs(podTargetsFile, o.ScrapeInterval)
+	scrapes := sm.scrapeConfigs(o.Kubeconfig, o.ScrapeInterval)
 	jobs := make([]string, 0, len(o.StaticTargets))
 	for j := range o.StaticTargets {
 		jobs = append(jobs, j)
@@ -162,11 +159,10 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 		o.ScrapeInterval = defaultScrapeInterval
 	}
 	if o.Binary == "" {
-		p, err := exec.LookPath("prometheus")
-		if err != nil {
-			return nil, fmt.Errorf("promjudge: %w (install Debian's prometheus package)", err)
-		}
-		o.Binary = p
+		o.Binary = repoFile("bin/prometheus")
+	}
+	if _, err := os.Stat(o.Binary); err != nil {
+		return nil, fmt.Errorf("promjudge: %w (hack/build-tools.sh prometheus builds it)", err)
 	}
 	if o.Log == nil {
 		o.Log = io.Discard
@@ -204,14 +200,6 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 			return nil, err
 		}
 	}
-	sm, err := readServiceMonitor(o.ServiceMonitor)
-	if err != nil {
-		return nil, err
-	}
-	logf := func(format string, args ...any) { fmt.Fprintf(o.Log, format+"\n", args...) }
-	if s.disc, err = startPodDiscovery(ctx, o.Kubeconfig, filepath.Join(dir, podTargetsFile), sm.selector(), sm.namespaces(), logf); err != nil {
-		return nil, err
-	}
 	s.proc, err = proc.StartWith("prometheus", o.Binary, []string{
 		"--config.file=" + filepath.Join(dir, "prometheus.yml"),
 		"--storage.tsdb.path=" + filepath.Join(dir, "data"),
@@ -220,7 +208,6 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 		"--log.level=info",
 	}, s.logPath, proc.Options{Dir: dir})
 	if err != nil {
-		s.disc.stop()
 		return nil, err
 	}
 	fmt.Fprintf(o.Log, "promjudge: prometheus (pid %d) on %s, config %s\n", s.proc.PID(), s.url, filepath.Join(dir, "prometheus.yml"))
@@ -267,9 +254,14 @@ func (s *Server) waitReady(ctx context.Context) error {
 func (s *Server) Stop() error {
 	s.stopOnce.Do(func() {
 		s.stopErr = s.proc.Stop(stopGrace)
-		s.disc.stop()
 	})
 	return s.stopErr
+}
+
+// targetGroup is one entry of a file_sd file.
+type targetGroup struct {
+	Targets []string          `json:"targets"`
+	Labels  map[string]string `json:"labels"`
 }
 
 // staticTargetsFile is the file_sd file of a static job, in Dir: file

@@ -83,14 +83,32 @@ type scrapeConfig struct {
 	MetricsPath    string          `json:"metrics_path,omitempty"`
 	Scheme         string          `json:"scheme,omitempty"`
 	FileSDConfigs  []fileSD        `json:"file_sd_configs,omitempty"`
+	KubernetesSD   []kubernetesSD  `json:"kubernetes_sd_configs,omitempty"`
 	RelabelConfigs []relabelConfig `json:"relabel_configs,omitempty"`
+}
+
+// kubernetesSD is one entry of kubernetes_sd_configs.
+type kubernetesSD struct {
+	Role           string       `json:"role"`
+	KubeconfigFile string       `json:"kubeconfig_file"`
+	Namespaces     *sdNames     `json:"namespaces,omitempty"`
+	Selectors      []sdSelector `json:"selectors,omitempty"`
+}
+
+type sdNames struct {
+	Names []string `json:"names"`
+}
+
+type sdSelector struct {
+	Role  string `json:"role"`
+	Label string `json:"label,omitempty"`
 }
 
 type fileSD struct {
 	Files []string `json:"files"`
 }
 
-// relabelActions are the actions Prometheus 2.42 knows, lower case as the
+// relabelActions are the actions Prometheus knows (2.42 and 3), lower case as the
 // Prometheus Operator writes them.
 var relabelActions = []string{"replace", "keep", "drop", "hashmod", "labelmap", "labeldrop", "labelkeep", "lowercase", "uppercase", "keepequal", "dropequal"}
 
@@ -181,13 +199,19 @@ func (sm *serviceMonitor) selector() labels.Selector {
 // it at once), as does a not-Ready pod (Endpoints list it as not ready,
 // which the Prometheus Operator scrapes too).
 //
-// The pod role's targets reach Prometheus through targetsFile
-// (file_sd_configs, written by podDiscovery): Debian's Prometheus has no
-// Kubernetes discovery compiled in. Namespaces are podDiscovery's concern.
+// Discovery is Prometheus' own (kubernetes_sd_configs against kubeconfig, the
+// local cluster's API server), with the ServiceMonitor's namespaces and, as a
+// server-side selector that only spares Prometheus the other pods of a large
+// test cluster, its matchLabels (the keep relabelings select the same pods).
 //
 // interval overrides every endpoint's interval and scrapeTimeout, so tests
 // see changes within seconds.
-func (sm *serviceMonitor) scrapeConfigs(targetsFile string, interval time.Duration) []scrapeConfig {
+func (sm *serviceMonitor) scrapeConfigs(kubeconfig string, interval time.Duration) []scrapeConfig {
+	sd := kubernetesSD{Role: "pod", KubeconfigFile: kubeconfig,
+		Selectors: []sdSelector{{Role: "pod", Label: sm.selector().String()}}}
+	if ns := sm.namespaces(); ns != nil {
+		sd.Namespaces = &sdNames{Names: ns}
+	}
 	var out []scrapeConfig
 	for i, ep := range sm.Spec.Endpoints {
 		out = append(out, scrapeConfig{
@@ -197,7 +221,7 @@ func (sm *serviceMonitor) scrapeConfigs(targetsFile string, interval time.Durati
 			ScrapeTimeout:  model.Duration(interval).String(),
 			MetricsPath:    "/metrics",
 			Scheme:         "http",
-			FileSDConfigs:  []fileSD{{Files: []string{targetsFile}}},
+			KubernetesSD:   []kubernetesSD{sd},
 			RelabelConfigs: sm.relabelConfigs(ep),
 		})
 	}

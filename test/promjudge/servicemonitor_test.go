@@ -2,6 +2,7 @@ package promjudge
 
 import (
 	"os"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -20,7 +21,7 @@ func TestTranslateShippedServiceMonitor(t *testing.T) {
 	if sm.namespaces() != nil || sm.selector().String() != "app.kubernetes.io/managed-by=ksm-scale-operator,app.kubernetes.io/name=kube-state-metrics" {
 		t.Errorf("discovery in namespaces %v with selector %q, want every namespace and the matchLabels", sm.namespaces(), sm.selector())
 	}
-	scs := sm.scrapeConfigs("pods.json", 2*time.Second)
+	scs := sm.scrapeConfigs("/k/kubeconfig", 2*time.Second)
 	if len(scs) != 2 {
 		t.Fatalf("%d scrape configs, want one per endpoint (2)", len(scs))
 	}
@@ -72,7 +73,7 @@ func TestTranslateShippedServiceMonitor(t *testing.T) {
 	}{
 		{"http-metrics", scs[0], "http-metrics", true, slices.Concat(operator("http-metrics"), []string{
 			"labeldrop:=(pod|namespace|service|container)",
-			"replace:instance(__meta_kubernetes_pod_label_ksmscale_example_com,__meta_kubernetes_pod_label_shard_id)",
+			"replace:instance(__meta_kubernetes_pod_name)",
 		}, own)},
 		{"telemetry", scs[1], "telemetry", false, slices.Concat(operator("telemetry"), own)},
 	} {
@@ -84,8 +85,10 @@ func TestTranslateShippedServiceMonitor(t *testing.T) {
 			if sc.ScrapeInterval != "2s" || sc.ScrapeTimeout != "2s" {
 				t.Errorf("interval %s, timeout %s; want the option's 2s for both", sc.ScrapeInterval, sc.ScrapeTimeout)
 			}
-			if len(sc.FileSDConfigs) != 1 || !slices.Equal(sc.FileSDConfigs[0].Files, []string{"pods.json"}) {
-				t.Errorf("file_sd_configs %+v, want the pod targets file", sc.FileSDConfigs)
+			want := kubernetesSD{Role: "pod", KubeconfigFile: "/k/kubeconfig", Selectors: []sdSelector{{Role: "pod",
+				Label: "app.kubernetes.io/managed-by=ksm-scale-operator,app.kubernetes.io/name=kube-state-metrics"}}}
+			if len(sc.KubernetesSD) != 1 || !reflect.DeepEqual(sc.KubernetesSD[0], want) || len(sc.FileSDConfigs) != 0 {
+				t.Errorf("discovery %+v %+v, want only %+v", sc.KubernetesSD, sc.FileSDConfigs, want)
 			}
 			if got := describe(sc.RelabelConfigs); !slices.Equal(got, tc.relabel) {
 				t.Errorf("relabelings\n got: %s\nwant: %s", strings.Join(got, "\n      "), strings.Join(tc.relabel, "\n      "))
@@ -106,8 +109,10 @@ func TestTranslateShippedServiceMonitor(t *testing.T) {
 			}
 		})
 	}
-	if r := scs[0].RelabelConfigs[len(operator(""))+1]; r.Regex != "(.+);(.+)" || r.Replacement == nil || *r.Replacement != "$1-shard-$2" {
-		t.Errorf("instance relabeling %+v, want (.+);(.+) -> $1-shard-$2", r)
+	// instance is the pod's name: a shard's old and new pod must not write
+	// the same series (the old one's staleness markers would blank them).
+	if r := scs[0].RelabelConfigs[len(operator(""))+1]; r.TargetLabel != "instance" || !slices.Equal(r.SourceLabels, []string{"__meta_kubernetes_pod_name"}) {
+		t.Errorf("instance relabeling %+v, want __meta_kubernetes_pod_name -> instance", r)
 	}
 }
 
