@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"image/color"
 	"os"
+	"path/filepath"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
@@ -102,6 +103,9 @@ func writePlot(file string, r Results) error {
 	canvases := plot.Align([][]*plot.Plot{row}, tiles, dc)
 	for i, p := range row {
 		p.Draw(canvases[0][i])
+	}
+	if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
+		return err
 	}
 	f, err := os.Create(file)
 	if err != nil {
