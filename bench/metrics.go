@@ -20,9 +20,10 @@ type Change struct {
 	// done: Available and converged for the operator, all pods Ready and
 	// rolled out for the StatefulSet.
 	Duration Seconds `json:"duration"`
-	// MetricsComplete is from the change to the first scrape after Duration
-	// at which no object was missing or exported twice; Complete is false
-	// when that did not happen within the wait (then it is the wait).
+	// MetricsComplete is from the change to the moment since which no
+	// scrape found an object missing or exported twice (see completeSince),
+	// measured once a scrape after Duration found none; Complete is false
+	// when none did within the wait (then it is the wait).
 	MetricsComplete Seconds `json:"metricsComplete"`
 	Complete        bool    `json:"complete"`
 	// MissingObjectSeconds, DuplicateObjectSeconds: test/metricwatch's sums
@@ -90,7 +91,7 @@ func (m *meter) finish(ctx context.Context, done time.Time) (Change, metricwatch
 		l := r.Last
 		if r.Ticks > 0 && l.At.After(done) && l.Missing == 0 && l.Duplicates == 0 && l.FailedTargets == 0 && l.Targets > 0 {
 			c.Complete = true
-			c.MetricsComplete = Seconds(l.At.Sub(m.start))
+			c.MetricsComplete = Seconds(completeSince(m.start, r.Series))
 			break
 		}
 		if time.Now().After(deadline) {
@@ -111,6 +112,22 @@ func (m *meter) finish(ctx context.Context, done time.Time) (Change, metricwatch
 	}
 	c.MissingPerSecond = perSecond(m.start, r.Series)
 	return c, r, nil
+}
+
+// completeSince is how long after start the metrics became complete for
+// good: the end of the first scrape after the last one that found an
+// object missing or exported twice; 0 if none did. The series must end
+// with a complete scrape.
+func completeSince(start time.Time, series []metricwatch.Instant) time.Duration {
+	for i := len(series) - 1; i >= 0; i-- {
+		if series[i].Missing > 0 || series[i].Duplicates > 0 || series[i].FailedTargets > 0 {
+			if i+1 < len(series) {
+				return max(series[i+1].At.Sub(start), 0)
+			}
+			break
+		}
+	}
+	return 0
 }
 
 // perSecond samples the missing counts of series at whole seconds after

@@ -144,3 +144,25 @@ func TestReshardPanels(t *testing.T) {
 		t.Errorf("plot file: %d bytes, %v", len(b), err)
 	}
 }
+
+func TestCompleteSince(t *testing.T) {
+	in := func(s float64, missing, dup int) metricwatch.Instant {
+		return metricwatch.Instant{At: at(s), Missing: missing, Duplicates: dup}
+	}
+	for _, tc := range []struct {
+		name   string
+		series []metricwatch.Instant
+		want   time.Duration
+	}{
+		{"never incomplete", []metricwatch.Instant{in(1, 0, 0), in(2, 0, 0)}, 0},
+		{"missing, then complete", []metricwatch.Instant{in(1, 9, 0), in(2, 3, 0), in(3, 0, 0), in(4, 0, 0)}, 3 * time.Second},
+		{"complete, a gap, complete again", []metricwatch.Instant{in(1, 0, 0), in(2, 4, 0), in(3.5, 0, 0)}, 3500 * time.Millisecond},
+		{"duplicates count too", []metricwatch.Instant{in(1, 0, 5), in(2, 0, 0)}, 2 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := completeSince(t0, tc.series); got != tc.want {
+				t.Errorf("completeSince = %s, want %s", got, tc.want)
+			}
+		})
+	}
+}
