@@ -21,9 +21,10 @@ type Change struct {
 	// rolled out for the StatefulSet.
 	Duration Seconds `json:"duration"`
 	// MetricsComplete is from the change to the moment since which no
-	// scrape found an object missing or exported twice (see completeSince),
-	// measured once a scrape after Duration found none; Complete is false
-	// when none did within the wait (then it is the wait).
+	// scrape found an object missing (see completeSince), measured once a
+	// scrape after Duration found nothing missing or exported twice;
+	// Complete is false when none did within the wait (then it is the
+	// wait).
 	MetricsComplete Seconds `json:"metricsComplete"`
 	Complete        bool    `json:"complete"`
 	// MissingObjectSeconds, DuplicateObjectSeconds: test/metricwatch's sums
@@ -37,6 +38,9 @@ type Change struct {
 	// MissingPerSecond[i] is the number of objects missing i seconds after
 	// the change (see perSecond).
 	MissingPerSecond []int `json:"missingPerSecond"`
+	// Prometheus is the verdict of a real Prometheus scraping the same
+	// pods, at the sizes where it ran.
+	Prometheus *PromCoverage `json:"prometheus,omitempty"`
 }
 
 // The changes every side goes through, in order, as keys of Changes.
@@ -55,11 +59,15 @@ const metricsWait = 5 * time.Minute
 type meter struct {
 	w     *metricwatch.Watcher
 	start time.Time
+	// judge, if set, adds Prometheus' verdict on the pods whose ksmscale
+	// label is side.
+	judge *judge
+	side  string
 }
 
 // startMeter watches the serving pods selected by selector in namespace.
 func startMeter(ctx context.Context, cfg *rest.Config, cs kubernetes.Interface, namespace, selector string,
-	interval time.Duration) (*meter, error) {
+	interval time.Duration, j *judge, side string) (*meter, error) {
 	w, err := metricwatch.Start(ctx, metricwatch.Options{
 		Config:   cfg,
 		Targets:  metricwatch.PodTargets(cs, namespace, selector, 8080),
@@ -68,7 +76,7 @@ func startMeter(ctx context.Context, cfg *rest.Config, cs kubernetes.Interface, 
 	if err != nil {
 		return nil, err
 	}
-	return &meter{w: w}, nil
+	return &meter{w: w, judge: j, side: side}, nil
 }
 
 func (m *meter) stop() { m.w.Stop() }
@@ -111,16 +119,25 @@ func (m *meter) finish(ctx context.Context, done time.Time) (Change, metricwatch
 		c.WorstAt = Seconds(r.Worst.At.Sub(m.start))
 	}
 	c.MissingPerSecond = perSecond(m.start, r.Series)
+	if m.judge != nil {
+		p, err := m.judge.coverage(ctx, m.side, m.start, r.Until)
+		if err != nil {
+			logf("Prometheus verdict: %v", err)
+		} else {
+			c.Prometheus = &p
+		}
+	}
 	return c, r, nil
 }
 
 // completeSince is how long after start the metrics became complete for
 // good: the end of the first scrape after the last one that found an
-// object missing or exported twice; 0 if none did. The series must end
-// with a complete scrape.
+// object missing; 0 if none did. Duplicates do not make metrics
+// incomplete (they are counted apart). The series must end with a
+// complete scrape.
 func completeSince(start time.Time, series []metricwatch.Instant) time.Duration {
 	for i := len(series) - 1; i >= 0; i-- {
-		if series[i].Missing > 0 || series[i].Duplicates > 0 || series[i].FailedTargets > 0 {
+		if series[i].Missing > 0 || series[i].FailedTargets > 0 {
 			if i+1 < len(series) {
 				return max(series[i+1].At.Sub(start), 0)
 			}

@@ -16,7 +16,9 @@ var t0 = time.Date(2026, 12, 6, 5, 0, 0, 0, time.UTC)
 func at(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }
 
 func TestPerSecond(t *testing.T) {
-	tick := func(s float64, missing int) metricwatch.Instant { return metricwatch.Instant{At: at(s), Missing: missing} }
+	tick := func(s float64, missing int) metricwatch.Instant {
+		return metricwatch.Instant{At: at(s), Missing: missing}
+	}
 	for _, tc := range []struct {
 		name   string
 		series []metricwatch.Instant
@@ -39,7 +41,9 @@ func TestPerSecond(t *testing.T) {
 }
 
 func TestListTimes(t *testing.T) {
-	ex := func(s float64, m map[string]int) metricwatch.Instant { return metricwatch.Instant{At: at(s), Exported: m} }
+	ex := func(s float64, m map[string]int) metricwatch.Instant {
+		return metricwatch.Instant{At: at(s), Exported: m}
+	}
 	series := []metricwatch.Instant{
 		ex(1, map[string]int{"a": 0}),
 		ex(2, map[string]int{"a": 50, "b": 0}),
@@ -83,6 +87,9 @@ func sampleResults() Results {
 
 func TestTableRows(t *testing.T) {
 	r := sampleResults()
+	dn := r.Sizes[0].Operator.Changes[changeReshardDn]
+	dn.Prometheus = &PromCoverage{Pods: PromKind{MissingObjectSeconds: 12}, Nodes: PromKind{MissingObjectSeconds: 3}}
+	r.Sizes[0].Operator.Changes[changeReshardDn] = dn
 	rows := tableRows(r.Sizes[0], 10, 6)
 	if !slices.Equal(rows[0], []string{"", "ksm-scale-operator", "STS OrderedReady", "STS Parallel"}) {
 		t.Errorf("header %v", rows[0])
@@ -112,6 +119,14 @@ func TestTableRows(t *testing.T) {
 	for _, row := range tableRows(r.Sizes[1], 10, 6) {
 		if strings.HasPrefix(row[0], "reshard") || strings.HasPrefix(row[0], "image") {
 			t.Errorf("row %v at a size without scenarios", row)
+		}
+	}
+	if got := find(rows, "reshard 10->6: Prometheus missing object-s, pods / nodes"); !slices.Equal(got[1:], []string{"12 / 3", "-", "-"}) {
+		t.Errorf("Prometheus row %v", got)
+	}
+	for _, row := range rows {
+		if strings.HasPrefix(row[0], "create 10: Prometheus") {
+			t.Errorf("Prometheus row %v for a change no side judged", row)
 		}
 	}
 	var b strings.Builder
@@ -157,12 +172,29 @@ func TestCompleteSince(t *testing.T) {
 		{"never incomplete", []metricwatch.Instant{in(1, 0, 0), in(2, 0, 0)}, 0},
 		{"missing, then complete", []metricwatch.Instant{in(1, 9, 0), in(2, 3, 0), in(3, 0, 0), in(4, 0, 0)}, 3 * time.Second},
 		{"complete, a gap, complete again", []metricwatch.Instant{in(1, 0, 0), in(2, 4, 0), in(3.5, 0, 0)}, 3500 * time.Millisecond},
-		{"duplicates count too", []metricwatch.Instant{in(1, 0, 5), in(2, 0, 0)}, 2 * time.Second},
+		{"duplicates do not count", []metricwatch.Instant{in(1, 0, 5), in(2, 0, 0)}, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := completeSince(t0, tc.series); got != tc.want {
 				t.Errorf("completeSince = %s, want %s", got, tc.want)
 			}
 		})
+	}
+}
+
+func TestWidenSelector(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "config", "prometheus", "servicemonitor-shards.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wide, err := widenSelector(string(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(wide, "managed-by: ksm-scale-operator") || !strings.Contains(wide, "app.kubernetes.io/name: kube-state-metrics") {
+		t.Errorf("selector not widened to every kube-state-metrics pod:\n%s", wide)
+	}
+	if _, err := widenSelector("kind: ServiceMonitor\n"); err == nil {
+		t.Errorf("a ServiceMonitor without the managed-by selector was accepted")
 	}
 }

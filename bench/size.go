@@ -53,6 +53,11 @@ const kubeletLabel = "ksmscale.example.com"
 // (config/rbac); the StatefulSets' ServiceAccount gets the same.
 const ksmClusterRole = "ksm-scale-operator-kube-state-metrics"
 
+// kubeletIPRange is where the KSM pods' IPs come from: apart from
+// kubelet.DefaultIPRange, which the e2e suites use, so that a bench and a
+// test run side by side never share an address (nor scrape each other).
+const kubeletIPRange = "127.93.0.0/16"
+
 // stsNamespace holds the StatefulSets, apart from the operator's namespace.
 const stsNamespace = "sts-bench"
 
@@ -81,7 +86,8 @@ func runSize(ctx context.Context, o options, n int, manager string, scenarios bo
 	if err != nil {
 		return sr, err
 	}
-	kl, err := kubelet.Start(ctx, kubelet.Options{Config: cfg, BinDir: o.bin, Dir: filepath.Join(o.workDir, fmt.Sprintf("kubelet-%d", n)), Selector: sel})
+	kl, err := kubelet.Start(ctx, kubelet.Options{Config: cfg, BinDir: o.bin, Dir: filepath.Join(o.workDir, fmt.Sprintf("kubelet-%d", n)),
+		Selector: sel, IPRange: kubeletIPRange})
 	if err != nil {
 		return sr, fmt.Errorf("start the kube-state-metrics kubelet: %w", err)
 	}
@@ -128,7 +134,19 @@ func runSize(ctx context.Context, o options, n int, manager string, scenarios bo
 	}
 	sr.Ran = append(sr.Ran, "operator: steady", "operator: RSS")
 
-	op, err := measureOperator(ctx, o, cl, cs, k8s, manager, nodeNames, scenarios)
+	// A real Prometheus judges the sizes at which the sides are compared.
+	var j *judge
+	if scenarios {
+		logf("starting Prometheus (scrapes every KSM pod every %s)", promScrapeInterval)
+		j, err = startJudge(ctx, o.root, filepath.Join(o.workDir, fmt.Sprintf("prometheus-%d", n)), cl.Kubeconfig(),
+			len(sum.Pods), len(nodeNames), "load-.*")
+		if err != nil {
+			return sr, fmt.Errorf("start Prometheus: %w", err)
+		}
+		defer j.stop()
+	}
+
+	op, err := measureOperator(ctx, o, cl, cs, k8s, manager, nodeNames, scenarios, j)
 	if err != nil {
 		return sr, err
 	}
@@ -139,7 +157,7 @@ func runSize(ctx context.Context, o options, n int, manager string, scenarios bo
 
 	for _, pol := range []appsv1.PodManagementPolicyType{appsv1.OrderedReadyPodManagement, appsv1.ParallelPodManagement} {
 		logf("StatefulSet autosharding, podManagementPolicy %s", pol)
-		r, err := measureStatefulSet(ctx, o, cfg, cs, pol)
+		r, err := measureStatefulSet(ctx, o, cfg, cs, pol, j)
 		if err != nil {
 			return sr, fmt.Errorf("StatefulSet %s: %w", pol, err)
 		}
@@ -152,10 +170,11 @@ func runSize(ctx context.Context, o options, n int, manager string, scenarios bo
 // measureStatefulSet runs one autosharded StatefulSet through create,
 // rollout, scale down and back up, with real KSM behind its pods, and
 // measures every change in the metrics.
-func measureStatefulSet(ctx context.Context, o options, cfg *rest.Config, cs kubernetes.Interface, pol appsv1.PodManagementPolicyType) (STSResults, error) {
+func measureStatefulSet(ctx context.Context, o options, cfg *rest.Config, cs kubernetes.Interface, pol appsv1.PodManagementPolicyType, j *judge) (STSResults, error) {
 	res := STSResults{Policy: string(pol), Changes: map[string]Change{}}
 	name := sts.Name(pol)
-	m, err := startMeter(ctx, cfg, cs, stsNamespace, sts.Selector(name), o.watchInterval)
+	side := "sts-" + strings.ToLower(string(pol))
+	m, err := startMeter(ctx, cfg, cs, stsNamespace, sts.Selector(name), o.watchInterval, j, side)
 	if err != nil {
 		return res, err
 	}
@@ -165,7 +184,8 @@ func measureStatefulSet(ctx context.Context, o options, cfg *rest.Config, cs kub
 	r, err := sts.Run(ctx, cs, sts.Options{
 		Namespace: stsNamespace, Policy: pol, Shards: int32(o.shards), ScaleTo: int32(o.reshardTo),
 		Image: imageA, NewImage: imageB,
-		PodLabels:   map[string]string{kubeletLabel: "sts-" + strings.ToLower(string(pol))},
+		// Also the ksmscale label of its series in Prometheus.
+		PodLabels:   map[string]string{kubeletLabel: side},
 		ClusterRole: ksmClusterRole,
 		Logf:        logf,
 		Phase: func(phase string) func(time.Time) error {
@@ -199,7 +219,7 @@ func measureStatefulSet(ctx context.Context, o options, cfg *rest.Config, cs kub
 // KSMScale through creation, (with scenarios) an image rollout and a
 // reshard down and back up, and a steady period.
 func measureOperator(ctx context.Context, o options, cl *localcluster.Cluster, cs kubernetes.Interface, k8s client.Client,
-	manager string, nodes []string, scenarios bool) (OperatorResults, error) {
+	manager string, nodes []string, scenarios bool, j *judge) (OperatorResults, error) {
 	res := OperatorResults{Changes: map[string]Change{}}
 	ports, err := proc.FreePorts(3)
 	if err != nil {
@@ -255,7 +275,7 @@ func measureOperator(ctx context.Context, o options, cl *localcluster.Cluster, c
 		return nil
 	}
 	selector := kubeletLabel + "=" + name
-	m, err := startMeter(ctx, cl.RESTConfig(), cs, ksmNS, selector, o.watchInterval)
+	m, err := startMeter(ctx, cl.RESTConfig(), cs, ksmNS, selector, o.watchInterval, j, name)
 	if err != nil {
 		return res, err
 	}

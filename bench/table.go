@@ -118,6 +118,30 @@ func tableRows(s SizeResults, shards, reshardTo int) [][]string {
 			return fmt.Sprintf("%d (%s)", x.WorstMissing, x.WorstAt)
 		}))
 		row(ch.label+": duplicate object-s", field(func(x Change) string { return fmt.Sprintf("%.0f", x.DuplicateObjectSeconds) }))
+		judged := false
+		for _, c := range cols {
+			judged = judged || c.changes[ch.key].Prometheus != nil
+		}
+		if !judged {
+			continue
+		}
+		prom := func(f func(p *PromCoverage) string) func(column) string {
+			return field(func(x Change) string {
+				if x.Prometheus == nil {
+					return "-"
+				}
+				return f(x.Prometheus)
+			})
+		}
+		row(ch.label+": Prometheus missing object-s, pods / nodes", prom(func(p *PromCoverage) string {
+			return fmt.Sprintf("%.0f / %.0f", p.Pods.MissingObjectSeconds, p.Nodes.MissingObjectSeconds)
+		}))
+		row(ch.label+": Prometheus worst missing, pods / nodes", prom(func(p *PromCoverage) string {
+			return fmt.Sprintf("%d / %d", p.Pods.Worst, p.Nodes.Worst)
+		}))
+		row(ch.label+": Prometheus instants with duplicates, pods", prom(func(p *PromCoverage) string {
+			return fmt.Sprint(p.Pods.DuplicateInstants)
+		}))
 	}
 	row("KSM list time: median / max", func(c column) string {
 		if c.listTime.Pods == 0 {
