@@ -183,9 +183,12 @@ type ListTimes struct {
 
 // listTimes is, for every target with a non-empty final share, the time
 // from its process start (started) to the first scrape in series at which
-// it exported at least final objects. Targets never seen full, or without a
-// start time, are left out.
-func listTimes(started map[string]time.Time, series []metricwatch.Instant, final map[string]int) ListTimes {
+// it exported at least its final share less slack objects. The slack
+// allows for objects created after the process listed: the side's own
+// later pods (OrderedReady creates one every few seconds), which some
+// shard exports too. Targets never seen full, or without a start time,
+// are left out.
+func listTimes(started map[string]time.Time, series []metricwatch.Instant, final map[string]int, slack int) ListTimes {
 	lt := ListTimes{PerPod: map[string]Seconds{}}
 	var ds []time.Duration
 	for name, want := range final {
@@ -194,7 +197,7 @@ func listTimes(started map[string]time.Time, series []metricwatch.Instant, final
 			continue
 		}
 		for _, in := range series {
-			if n, ok := in.Exported[name]; ok && n >= want {
+			if n, ok := in.Exported[name]; ok && n >= want-slack {
 				d := max(in.At.Sub(st), 0)
 				lt.PerPod[name] = Seconds(d)
 				ds = append(ds, d)
@@ -238,13 +241,14 @@ func processStarts(ctx context.Context, cs kubernetes.Interface, namespace, sele
 const ksmContainer = "kube-state-metrics"
 
 // createListTimes measures the list time of the pods a create brought up,
-// from the create's report.
+// from the create's report; the slack is one object per pod of the side
+// (see listTimes).
 func createListTimes(ctx context.Context, cs kubernetes.Interface, namespace, selector string, r metricwatch.Report) (ListTimes, error) {
 	started, err := processStarts(ctx, cs, namespace, selector)
 	if err != nil {
 		return ListTimes{}, err
 	}
-	return listTimes(started, r.Series, r.Last.Exported), nil
+	return listTimes(started, r.Series, r.Last.Exported, len(started)), nil
 }
 
 // sortedKeys returns the keys of m in order, for stable output.

@@ -52,7 +52,7 @@ func TestListTimes(t *testing.T) {
 	}
 	started := map[string]time.Time{"a": at(0), "b": at(1), "c": at(0), "d": at(0)}
 	final := map[string]int{"a": 100, "b": 100, "c": 100, "d": 100, "e": 100, "empty": 0}
-	lt := listTimes(started, series, final)
+	lt := listTimes(started, series, final, 0)
 	// a: 3 s, b: 2 s, c: 6 s; d never full, e never started, empty exports nothing.
 	want := map[string]Seconds{"a": Seconds(3 * time.Second), "b": Seconds(2 * time.Second), "c": Seconds(6 * time.Second)}
 	if lt.Pods != 3 || lt.Median != Seconds(3*time.Second) || lt.Max != Seconds(6*time.Second) || len(lt.PerPod) != 3 {
@@ -63,9 +63,15 @@ func TestListTimes(t *testing.T) {
 			t.Errorf("%s: %s, want %s", k, lt.PerPod[k], v)
 		}
 	}
-	even := listTimes(map[string]time.Time{"a": at(0), "b": at(1)}, series, map[string]int{"a": 100, "b": 100})
+	even := listTimes(map[string]time.Time{"a": at(0), "b": at(1)}, series, map[string]int{"a": 100, "b": 100}, 0)
 	if even.Median != Seconds(2500*time.Millisecond) {
 		t.Errorf("median of two = %s, want 2.5s", even.Median)
+	}
+	// With a slack of 2, c (98 objects at 3 s, 100 later) counts as
+	// listed at 3 s: the last two were created after it listed.
+	series[2].Exported["c"] = 98
+	if got := listTimes(map[string]time.Time{"c": at(0)}, series, map[string]int{"c": 100}, 2); got.PerPod["c"] != Seconds(3*time.Second) {
+		t.Errorf("with slack: %s, want 3s", got.PerPod["c"])
 	}
 }
 
