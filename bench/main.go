@@ -70,9 +70,11 @@ reconciles, RSS); then kube-state-metrics' StatefulSet autosharding
 (OrderedReady, then Parallel) doing the same. Every change is measured in the
 metrics: objects missing from every pod's /metrics (object-seconds, worst
 instant, per second), objects exported twice, and the time until nothing is
-missing; and the time a KSM process needs to list. The change scenarios and
-the StatefulSets run only at the sizes of --scenarios-at; other sizes run
-the operator's create, steady period and RSS.
+missing; and the time a KSM process needs to list. At the sizes of
+--scenarios-at a real Prometheus (test/promjudge; prometheus on PATH) scrapes
+both sides with the shipped ServiceMonitor and judges every change as well,
+and the change scenarios and the StatefulSets run; other sizes run the
+operator's create, steady period and RSS.
 
 Flags:
 `)
