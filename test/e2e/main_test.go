@@ -168,6 +168,17 @@ func run(m *testing.M) int {
 		}
 	}()
 
+	if judge, err = startJudge(ctx); err != nil {
+		return fail("start prometheus: %v", err)
+	}
+	if judge != nil {
+		defer func() {
+			if err := judge.Stop(); err != nil {
+				fmt.Fprintf(os.Stderr, "stop prometheus: %v\n", err)
+			}
+		}()
+	}
+
 	// Install as a user would, from config/.
 	for _, args := range [][]string{
 		{"apply", "-k", filepath.Join(root, "config", "crd")},
@@ -257,6 +268,7 @@ func startOperator(t, owner *testing.T, name string, extraArgs ...string) *opera
 		}
 	})
 	op := &operator{Process: p, metricsURL: fmt.Sprintf("http://127.0.0.1:%d/metrics", mport), log: log}
+	trackOperator(owner, fmt.Sprintf("127.0.0.1:%d", mport))
 	eventually(t, 60*time.Second, name+" healthy", func() error {
 		if !p.Running() {
 			return fmt.Errorf("exited:\n%s", tailFile(log, 30))

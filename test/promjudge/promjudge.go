@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"os"
 	"os/exec"
@@ -409,17 +410,16 @@ func (s *Server) Coverage(ctx context.Context, from, to time.Time, q CoverageQue
 	}
 	c := Coverage{Kind: q.Kind}
 	r := promv1.Range{Start: from, End: to, Step: q.Step}
-	present, err := s.rangeByTime(ctx, "count("+q.Expr+")", r)
+	present, err := s.rangeByStep(ctx, "count("+q.Expr+")", r)
 	if err != nil {
 		return c, err
 	}
-	dup, err := s.rangeByTime(ctx, "count(("+q.Expr+") > 1)", r)
+	dup, err := s.rangeByStep(ctx, "count(("+q.Expr+") > 1)", r)
 	if err != nil {
 		return c, err
 	}
-	for t := from; !t.After(to); t = t.Add(q.Step) {
-		key := t.Unix()*1000 + int64(t.Nanosecond()/1e6)
-		p := Point{T: t, Present: present[key], Duplicated: dup[key]}
+	for i, t := 0, from; !t.After(to); i, t = i+1, t.Add(q.Step) {
+		p := Point{T: t, Present: present[i], Duplicated: dup[i]}
 		c.Points = append(c.Points, p)
 		c.Instants++
 		if miss := q.Want - p.Present; miss > 0 {
@@ -440,9 +440,11 @@ func (s *Server) Coverage(ctx context.Context, from, to time.Time, q CoverageQue
 	return c, nil
 }
 
-// rangeByTime runs a range query that yields at most one series and returns
-// its values by timestamp in milliseconds.
-func (s *Server) rangeByTime(ctx context.Context, expr string, r promv1.Range) (map[int64]int, error) {
+// rangeByStep runs a range query that yields at most one series and returns
+// its values by step index from r.Start. The index is rounded, not matched
+// by timestamp: Prometheus rounds the start to milliseconds after a trip
+// through a float, so its timestamps may differ from ours by a millisecond.
+func (s *Server) rangeByStep(ctx context.Context, expr string, r promv1.Range) (map[int]int, error) {
 	v, _, err := s.api.QueryRange(ctx, expr, r)
 	if err != nil {
 		return nil, fmt.Errorf("promjudge: %s: %w", expr, err)
@@ -451,10 +453,11 @@ func (s *Server) rangeByTime(ctx context.Context, expr string, r promv1.Range) (
 	if !ok || len(m) > 1 {
 		return nil, fmt.Errorf("promjudge: %s: want at most one series, got %s", expr, v)
 	}
-	out := map[int64]int{}
+	out := map[int]int{}
 	for _, ss := range m {
 		for _, p := range ss.Values {
-			out[int64(p.Timestamp)] = int(p.Value)
+			i := int(math.Round(float64(p.Timestamp.Time().Sub(r.Start)) / float64(r.Step)))
+			out[i] = int(p.Value)
 		}
 	}
 	return out, nil
@@ -506,7 +509,7 @@ func (s *Server) Alerts(ctx context.Context, from, to time.Time, state string) (
 }
 
 func (f Firing) String() string {
-	return fmt.Sprintf("%s%v %s..%s", f.Alert, f.Labels, f.From.UTC().Format("15:04:05"), f.To.UTC().Format("15:04:05"))
+	return fmt.Sprintf("%s %v %s..%s", f.Alert, f.Labels, f.From.UTC().Format("15:04:05"), f.To.UTC().Format("15:04:05"))
 }
 
 // tail is the last n lines of a log file, for error messages.
