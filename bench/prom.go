@@ -105,11 +105,6 @@ func (j *judge) coverage(ctx context.Context, side string, from, to time.Time) (
 		return PromCoverage{}, ctx.Err()
 	case <-time.After(2 * promScrapeInterval):
 	}
-	// Whole milliseconds: promjudge keys its instants by the truncated
-	// millisecond while Prometheus rounds the range's start to the nearest
-	// one, so a start with a sub-millisecond part of half or more finds no
-	// instant and counts every object missing at every step.
-	from, to = from.Truncate(time.Millisecond), to.Truncate(time.Millisecond)
 	var c PromCoverage
 	for _, q := range []struct {
 		out  *PromKind
