@@ -151,7 +151,9 @@ func completeSince(start time.Time, series []metricwatch.Instant) time.Duration 
 // since: element i is the Missing of the scrape that covers the instant
 // since+i s, the first one that ended at or after it (a scrape accounts for
 // the span from the previous one to its end, as the object-seconds do).
-// The series stops at the last scrape.
+// The series ends with the last scrape's count at the first whole second
+// after it (the state the measurement ended in, held), so that a plot does
+// not end in the middle of a gap that the last scrape saw closed.
 func perSecond(since time.Time, series []metricwatch.Instant) []int {
 	if len(series) == 0 {
 		return nil
@@ -168,6 +170,9 @@ func perSecond(since time.Time, series []metricwatch.Instant) []int {
 			j++
 		}
 		out = append(out, series[j].Missing)
+	}
+	if last.After(since.Add(time.Duration(len(out)-1) * time.Second)) {
+		out = append(out, series[len(series)-1].Missing)
 	}
 	return out
 }

@@ -25,11 +25,13 @@ func TestPerSecond(t *testing.T) {
 		want   []int
 	}{
 		{"empty", nil, nil},
-		{"one tick before the first second", []metricwatch.Instant{tick(0.4, 7)}, []int{7}},
+		{"one tick before the first second", []metricwatch.Instant{tick(0.4, 7)}, []int{7, 7}},
 		// Second 0 is covered by the tick ending at 0.9, second 1 by the
 		// tick ending at 1.9, second 2 by the one ending at 3.2 (a slow
-		// tick), second 3 too; nothing covers second 4.
-		{"aligned to the covering tick", []metricwatch.Instant{tick(0.9, 5), tick(1.9, 3), tick(3.2, 1)}, []int{5, 3, 1, 1}},
+		// tick), second 3 too; second 4 holds the last tick's count.
+		{"aligned to the covering tick", []metricwatch.Instant{tick(0.9, 5), tick(1.9, 3), tick(3.2, 1)}, []int{5, 3, 1, 1, 1}},
+		// The gap closed at 3.7 s shows as closed at second 4.
+		{"ends with the last tick", []metricwatch.Instant{tick(1, 9), tick(3.2, 500), tick(3.7, 0)}, []int{9, 9, 500, 500, 0}},
 		{"a tick exactly on the second", []metricwatch.Instant{tick(1, 4), tick(2, 0)}, []int{4, 4, 0}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
