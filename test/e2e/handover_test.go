@@ -43,15 +43,34 @@ func TestVerifiedHandover(t *testing.T) {
 			fmt.Println("  " + r.String())
 		}
 	}()
-	step := func(scenario string, change func(t *testing.T), converged func(t *testing.T)) {
+	judgeSeesAll(t, name)
+	// j says how the suite's Prometheus judges the step (see judgeChange).
+	step := func(scenario string, change func(t *testing.T), converged func(t *testing.T), j judgeRules) {
 		t.Run(scenario, func(t *testing.T) {
 			w.reset()
+			start := time.Now()
 			change(t)
 			converged(t)
+			convergedAt := time.Now()
 			results = append(results, measure(t, w, scenario, false, ""))
+			judgeChange(t, name, scenario, start, convergedAt, time.Now(), j)
 			wantVerified(t, name)
 		})
 	}
+	// Unsharded replicas each export every object, by design: no duplicate
+	// rule where the change ends unsharded.
+	shardedEnd := judgeRules{duplicates: true}
+	unshardedEnd := judgeRules{}
+	// A shard pod replaced by one of the same generation (an image rollout)
+	// gets the same series as its predecessor: the ServiceMonitor names
+	// the instance <ksmscale>-shard-<N> and drops the pod label. When the
+	// old pod goes, Prometheus marks those series stale, and they are
+	// absent until the new pod's next scrape, although it served all along
+	// (seen: shard 1's 1,037 pods absent for one 2 s scrape at 05:14:34,
+	// two seconds after its old pod was deleted). A defect of the shipped
+	// ServiceMonitor, not of the hand-over; reported, not failed, until the
+	// ServiceMonitor is fixed.
+	sameShardReplaced := judgeRules{duplicates: true, knownGap: "series of the old and new pod of a shard collide (instance=<ksmscale>-shard-<N>); the old pod's staleness markers blank them until the new pod's next scrape"}
 	sharded := func(total int) func(t *testing.T) {
 		return func(t *testing.T) { waitConverged(t, ns, name, total, 240*time.Second) }
 	}
@@ -65,21 +84,23 @@ func TestVerifiedHandover(t *testing.T) {
 		return func(t *testing.T) { patchSpec(t, name, fmt.Sprintf(`{"spec":{"sharding":{"shardCount":%d}}}`, n)) }
 	}
 
-	step("image rollout, 3 shards", image("v2.20.0-e2e.1"), sharded(3))
-	step("reshard up 3->5", shards(5), sharded(5))
-	step("reshard down 5->2", shards(2), sharded(2))
+	step("image rollout, 3 shards", image("v2.20.0-e2e.1"), sharded(3), sameShardReplaced)
+	step("reshard up 3->5", shards(5), sharded(5), shardedEnd)
+	step("reshard down 5->2", shards(2), sharded(2), shardedEnd)
 	step("sharding off (2 shards -> 2 replicas)", func(t *testing.T) {
 		patchSpec(t, name, `{"spec":{"sharding":{"enabled":false}}}`)
-	}, unsharded)
-	step("unsharded rollout", image("v2.20.0-e2e.2"), unsharded)
+	}, unsharded, unshardedEnd)
+	step("unsharded rollout", image("v2.20.0-e2e.2"), unsharded, unshardedEnd)
 	step("sharding on (2 replicas -> 3 shards)", func(t *testing.T) {
 		patchSpec(t, name, `{"spec":{"sharding":{"enabled":true,"shardCount":3}}}`)
-	}, sharded(3))
+	}, sharded(3), shardedEnd)
+	// The image lands on the 4-shard generation while it comes up: its
+	// first pods are replaced within the generation.
 	step("second change mid-way: reshard 3->4, then an image", func(t *testing.T) {
 		shards(4)(t)
 		waitPodOfGeneration(t, ns, name, 4)
 		image("v2.20.0-e2e.3")(t)
-	}, sharded(4))
+	}, sharded(4), sameShardReplaced)
 }
 
 // waitPodOfGeneration waits until a pod of the `total`-shard generation

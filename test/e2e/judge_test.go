@@ -146,13 +146,24 @@ func judgeSeesAll(t *testing.T, name string) {
 	})
 }
 
+// judgeRules are the rules judgeChange applies beyond "no object misses a
+// scrape, no alert fires".
+type judgeRules struct {
+	// duplicates: objects may be exported twice only between the change's
+	// start and two scrapes after it converged. Off where the change ends
+	// unsharded: replicas each export every object, by design.
+	duplicates bool
+	// knownGap, when set, explains missing objects that are a known defect:
+	// they are reported with it instead of failing the test, as long as
+	// they end within two scrapes of convergence.
+	knownGap string
+}
+
 // judgeChange asks the suite's Prometheus about [from, to]: no object of
-// the seeded workload, no node, no namespace may miss a single scrape;
-// objects may be exported twice only between the change's start and two
-// scrapes after it converged (unless dups is false: unsharded replicas
-// each export every object, by design); and no alert of the project may
-// fire for this KSMScale or the operator.
-func judgeChange(t *testing.T, name, scenario string, from, converged, to time.Time, dups bool) {
+// the seeded workload, no node, no namespace may miss a single scrape, and
+// no alert of the project may fire for this KSMScale or the operator;
+// j adds the duplicate rule or excuses a known gap.
+func judgeChange(t *testing.T, name, scenario string, from, converged, to time.Time, j judgeRules) {
 	t.Helper()
 	if judge == nil {
 		t.Logf("%s: no prometheus, no verdict", scenario)
@@ -162,21 +173,37 @@ func judgeChange(t *testing.T, name, scenario string, from, converged, to time.T
 	// Prometheus must have scraped and evaluated past `to`.
 	time.Sleep(time.Until(to.Add(2*judgeInterval + time.Second)))
 	var figures []string
+	known := false
 	for _, q := range kinds {
 		c, err := judge.Coverage(suiteCtx, from, to, q)
 		if err != nil {
 			t.Fatal(err)
 		}
 		figures = append(figures, fmt.Sprintf("%s %.0f missing scrapes (worst %d of %d), %d dup instants", q.Kind, c.MissingObjectScrapes, c.Worst, q.Want, c.DuplicateInstants))
-		if c.MissingObjectScrapes != 0 {
+		switch {
+		case c.MissingObjectScrapes != 0 && j.knownGap != "":
+			known = true
+			t.Logf("%s: prometheus: %s; KNOWN DEFECT: %s", scenario, c, j.knownGap)
+			// The excuse covers the hand-over only: once converged, every
+			// object must be back.
+			for _, p := range c.Points {
+				if p.T.After(converged.Add(2*judgeInterval)) && p.Present < q.Want {
+					t.Errorf("%s: prometheus: %s: %d of %d at %s, after convergence", scenario, q.Kind, p.Present, q.Want, p.T.UTC().Format("15:04:05"))
+					break
+				}
+			}
+		case c.MissingObjectScrapes != 0:
 			t.Errorf("%s: prometheus: %s (want %d at every scrape)", scenario, c, q.Want)
 		}
-		if !dups {
+		if !j.duplicates {
 			continue
 		}
 		if limit := converged.Add(2 * judgeInterval); c.DuplicateInstants > 0 && c.LastDuplicate.After(limit) {
 			t.Errorf("%s: prometheus: %s; duplicates after %s (converged + 2 scrapes)", scenario, c, limit.UTC().Format("15:04:05"))
 		}
+	}
+	if known {
+		figures = append(figures, "KNOWN DEFECT: "+j.knownGap)
 	}
 	firing, err := judge.Alerts(suiteCtx, from, to, "firing")
 	if err != nil {
@@ -256,7 +283,7 @@ func TestShardLossAlert(t *testing.T) {
 		return fmt.Errorf("firing: %v", firing)
 	})
 	after := fired.From.Sub(lost)
-	fmt.Printf("e2e prometheus: shard lost: KSMShardsMissing%v firing %s after the pod's deletion (for: %s)\n", fired.Labels, after.Round(time.Second), forDur)
+	fmt.Printf("e2e prometheus: shard lost: KSMShardsMissing %v firing %s after the pod's deletion (for: %s)\n", fired.Labels, after.Round(time.Second), forDur)
 	if after < forDur {
 		t.Errorf("KSMShardsMissing fired %s after the loss, before its for: %s", after, forDur)
 	}
