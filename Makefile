@@ -105,9 +105,9 @@ test-e2e: ## Only the e2e suite: operator binary, 300-node local cluster, real k
 
 BENCH_ARGS ?=
 .PHONY: bench
-bench: ## Measure the operator vs StatefulSet autosharding at 1,000 and 5,000 nodes (table + bench-results.json; ~40 min).
-	hack/build-tools.sh etcd kubernetes kwok
-	go run ./bench $(BENCH_ARGS)
+bench: ## Operator vs StatefulSet autosharding, real KSM behind every pod, gaps measured in the metrics: changes at 1,000 nodes, create + steady + RSS at 5,000 (table, bench-results.json, docs/img/bench-reshard.png; ~45 min).
+	hack/build-tools.sh etcd kubernetes kwok kube-state-metrics
+	go run ./bench --plot docs/img/bench-reshard.png $(BENCH_ARGS)
 
 ##@ Local cluster
 

@@ -19,18 +19,20 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/ksmscale/ksm-scale-operator/api/v1alpha1"
 	"github.com/ksmscale/ksm-scale-operator/bench/sts"
-	"github.com/ksmscale/ksm-scale-operator/test/coverage"
 	"github.com/ksmscale/ksm-scale-operator/test/e2e/workload"
+	"github.com/ksmscale/ksm-scale-operator/test/kubelet"
 	"github.com/ksmscale/ksm-scale-operator/test/localcluster"
 	"github.com/ksmscale/ksm-scale-operator/test/proc"
 )
@@ -42,12 +44,30 @@ func init() {
 	utilruntime.Must(v1alpha1.AddToScheme(scheme))
 }
 
-// runSize measures one cluster size: the operator, then the StatefulSets.
-func runSize(ctx context.Context, o options, n int, manager string) (SizeResults, error) {
+// kubeletLabel marks the pods test/kubelet runs real kube-state-metrics
+// for: the operator's pods carry it (ksmscale.example.com=<name>), and the
+// StatefulSets' pod templates get it too. kwok leaves them alone.
+const kubeletLabel = "ksmscale.example.com"
+
+// ksmClusterRole is the read-only role the operator binds to its shards
+// (config/rbac); the StatefulSets' ServiceAccount gets the same.
+const ksmClusterRole = "ksm-scale-operator-kube-state-metrics"
+
+// kubeletIPRange is where the KSM pods' IPs come from: apart from
+// kubelet.DefaultIPRange, which the e2e suites use, so that a bench and a
+// test run side by side never share an address (nor scrape each other).
+const kubeletIPRange = "127.93.0.0/16"
+
+// stsNamespace holds the StatefulSets, apart from the operator's namespace.
+const stsNamespace = "sts-bench"
+
+// runSize measures one cluster size: the operator, then (with the change
+// scenarios) the StatefulSets, one policy after the other.
+func runSize(ctx context.Context, o options, n int, manager string, scenarios bool) (SizeResults, error) {
 	sr := SizeResults{Nodes: n}
 	dir := filepath.Join(o.workDir, fmt.Sprintf("cluster-%d", n))
-	logf("starting a local cluster with %d nodes (pod startup delay %s)", n, o.startupDelay)
-	cl, err := localcluster.Start(ctx, localcluster.Options{BinDir: o.bin, Dir: dir, Nodes: n, PodStartupDelay: o.startupDelay})
+	logf("starting a local cluster with %d nodes", n)
+	cl, err := localcluster.Start(ctx, localcluster.Options{BinDir: o.bin, Dir: dir, Nodes: n, ExternalKubeletLabel: kubeletLabel})
 	if err != nil {
 		return sr, err
 	}
@@ -56,13 +76,29 @@ func runSize(ctx context.Context, o options, n int, manager string) (SizeResults
 			logf("stop the local cluster: %v", err)
 		}
 	}()
-	cs := kubernetes.NewForConfigOrDie(cl.RESTConfig())
-	k8s, err := client.New(cl.RESTConfig(), client.Options{Scheme: scheme})
+	cfg := cl.RESTConfig()
+	cs := kubernetes.NewForConfigOrDie(cfg)
+	k8s, err := client.New(cfg, client.Options{Scheme: scheme})
 	if err != nil {
 		return sr, err
 	}
+	sel, err := labels.Parse(kubeletLabel)
+	if err != nil {
+		return sr, err
+	}
+	kl, err := kubelet.Start(ctx, kubelet.Options{Config: cfg, BinDir: o.bin, Dir: filepath.Join(o.workDir, fmt.Sprintf("kubelet-%d", n)),
+		Selector: sel, IPRange: kubeletIPRange})
+	if err != nil {
+		return sr, fmt.Errorf("start the kube-state-metrics kubelet: %w", err)
+	}
+	defer func() {
+		if err := kl.Stop(); err != nil {
+			logf("stop the kube-state-metrics kubelet: %v", err)
+		}
+	}()
 	for _, args := range [][]string{
 		{"apply", "-k", filepath.Join(o.root, "config", "crd")},
+		{"apply", "-f", filepath.Join(o.root, "config", "rbac", "kube_state_metrics_role.yaml")},
 		{"wait", "--for", "condition=Established", "crd/ksmscales.monitor.example.com", "--timeout=60s"},
 		{"create", "namespace", ksmNS},
 	} {
@@ -92,38 +128,99 @@ func runSize(ctx context.Context, o options, n int, manager string) (SizeResults
 		return sr, err
 	}
 	sr.WorkloadPods = len(sum.Pods)
+	sr.Ran = []string{"operator: " + changeCreate}
+	if scenarios {
+		sr.Ran = append(sr.Ran, "operator: "+changeRollout, "operator: "+changeReshardDn, "operator: "+changeReshardUp)
+	}
+	sr.Ran = append(sr.Ran, "operator: steady", "operator: RSS")
 
-	op, err := measureOperator(ctx, o, cl, cs, k8s, manager, nodeNames)
+	// A real Prometheus judges the sizes at which the sides are compared.
+	var j *judge
+	if scenarios {
+		logf("starting Prometheus (scrapes every KSM pod every %s)", promScrapeInterval)
+		j, err = startJudge(ctx, o.root, filepath.Join(o.workDir, fmt.Sprintf("prometheus-%d", n)), cl.Kubeconfig(),
+			len(sum.Pods), len(nodeNames), "load-.*")
+		if err != nil {
+			return sr, fmt.Errorf("start Prometheus: %w", err)
+		}
+		defer j.stop()
+	}
+
+	op, err := measureOperator(ctx, o, cl, cs, k8s, manager, nodeNames, scenarios, j)
 	if err != nil {
 		return sr, err
 	}
 	sr.Operator = op
+	if !scenarios {
+		return sr, nil
+	}
 
 	for _, pol := range []appsv1.PodManagementPolicyType{appsv1.OrderedReadyPodManagement, appsv1.ParallelPodManagement} {
 		logf("StatefulSet autosharding, podManagementPolicy %s", pol)
-		r, err := sts.Run(ctx, cs, "sts-bench", pol, int32(o.shards), int32(o.reshardTo), imageA, imageB, logf)
+		r, err := measureStatefulSet(ctx, o, cfg, cs, pol, j)
 		if err != nil {
 			return sr, fmt.Errorf("StatefulSet %s: %w", pol, err)
 		}
-		sr.StatefulSets = append(sr.StatefulSets, STSResults{
-			Policy:             string(pol),
-			Ready:              Seconds(r.Ready),
-			Rollout:            Seconds(r.Rollout),
-			ScaleDown:          Seconds(r.ScaleDown),
-			RolloutUncovered:   Seconds(r.RolloutUncovered.Total),
-			RolloutMaxShard:    Seconds(r.RolloutUncovered.MaxShard),
-			RolloutAnyShard:    Seconds(r.RolloutUncovered.Any),
-			ScaleDownUncovered: Seconds(r.ScaleDownUncovered.Total),
-		})
+		sr.StatefulSets = append(sr.StatefulSets, r)
+		sr.Ran = append(sr.Ran, "STS "+string(pol)+": "+strings.Join([]string{changeCreate, changeRollout, changeReshardDn, changeReshardUp}, ", "))
 	}
 	return sr, nil
 }
 
+// measureStatefulSet runs one autosharded StatefulSet through create,
+// rollout, scale down and back up, with real KSM behind its pods, and
+// measures every change in the metrics.
+func measureStatefulSet(ctx context.Context, o options, cfg *rest.Config, cs kubernetes.Interface, pol appsv1.PodManagementPolicyType, j *judge) (STSResults, error) {
+	res := STSResults{Policy: string(pol), Changes: map[string]Change{}}
+	name := sts.Name(pol)
+	side := "sts-" + strings.ToLower(string(pol))
+	m, err := startMeter(ctx, cfg, cs, stsNamespace, sts.Selector(name), o.watchInterval, j, side)
+	if err != nil {
+		return res, err
+	}
+	defer m.stop()
+	keys := map[string]string{sts.PhaseCreate: changeCreate, sts.PhaseRollout: changeRollout,
+		sts.PhaseScaleDown: changeReshardDn, sts.PhaseScaleUp: changeReshardUp}
+	r, err := sts.Run(ctx, cs, sts.Options{
+		Namespace: stsNamespace, Policy: pol, Shards: int32(o.shards), ScaleTo: int32(o.reshardTo),
+		Image: imageA, NewImage: imageB,
+		// Also the ksmscale label of its series in Prometheus.
+		PodLabels:   map[string]string{kubeletLabel: side},
+		ClusterRole: ksmClusterRole,
+		Logf:        logf,
+		Phase: func(phase string) func(time.Time) error {
+			m.begin()
+			return func(done time.Time) error {
+				c, rep, err := m.finish(ctx, done)
+				if err != nil {
+					return err
+				}
+				logf("STS %s %s: done after %s, metrics complete after %s: %s", pol, phase, c.Duration, c.MetricsComplete, rep)
+				res.Changes[keys[phase]] = c
+				if phase == sts.PhaseCreate {
+					res.ListTime, err = createListTimes(ctx, cs, stsNamespace, sts.Selector(name), rep)
+				}
+				return err
+			}
+		},
+	})
+	if err != nil {
+		return res, err
+	}
+	res.ReadinessUncovered = map[string]Seconds{
+		changeRollout:   Seconds(r.RolloutUncovered.Total),
+		changeReshardDn: Seconds(r.ScaleDownUncovered.Total),
+		changeReshardUp: Seconds(r.ScaleUpUncovered.Total),
+	}
+	return res, nil
+}
+
 // measureOperator runs the operator binary as its own process and drives a
-// KSMScale through creation, an image rollout, a reshard and a steady period.
+// KSMScale through creation, (with scenarios) an image rollout and a
+// reshard down and back up, and a steady period.
 func measureOperator(ctx context.Context, o options, cl *localcluster.Cluster, cs kubernetes.Interface, k8s client.Client,
-	manager string, nodes []string) (OperatorResults, error) {
-	var res OperatorResults
+	manager string, nodes []string, scenarios bool, j *judge) (OperatorResults, error) {
+	res := OperatorResults{Changes: map[string]Change{}}
 	ports, err := proc.FreePorts(3)
 	if err != nil {
 		return res, err
@@ -177,15 +274,31 @@ func measureOperator(ctx context.Context, o options, cl *localcluster.Cluster, c
 		res.Requests[label] = Counts{Reads: after.Reads - before.Reads, Writes: after.Writes - before.Writes}
 		return nil
 	}
+	selector := kubeletLabel + "=" + name
+	m, err := startMeter(ctx, cl.RESTConfig(), cs, ksmNS, selector, o.watchInterval, j, name)
+	if err != nil {
+		return res, err
+	}
+	defer m.stop()
 
 	k := &v1alpha1.KSMScale{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: v1alpha1.KSMScaleSpec{
 		Namespace: ksmNS, MonitorImage: imageA,
-		Sharding: &v1alpha1.ShardingConfig{Enabled: true, ShardCount: int32(o.shards), Advanced: &v1alpha1.AdvancedShardingConfig{
-			MinReadySeconds: ptr.To(int32(o.settle.Seconds())), MaxSurge: ptr.To(int32(o.maxSurge)),
-		}},
+		Sharding: &v1alpha1.ShardingConfig{Enabled: true, ShardCount: int32(o.shards)},
 	}}
+	// Unset, minReadySeconds and maxSurge take the CRD's defaults: the
+	// ones users get are the ones measured.
+	if o.settle != nil || o.maxSurge != nil {
+		k.Spec.Sharding.Advanced = &v1alpha1.AdvancedShardingConfig{}
+		if o.settle != nil {
+			k.Spec.Sharding.Advanced.MinReadySeconds = ptr.To(int32(o.settle.Seconds()))
+		}
+		if o.maxSurge != nil {
+			k.Spec.Sharding.Advanced.MaxSurge = o.maxSurge
+		}
+	}
 	if err := phase("initial", func() error {
 		logf("operator: creating a KSMScale with %d shards", o.shards)
+		m.begin()
 		start := time.Now()
 		if err := k8s.Create(ctx, k); err != nil {
 			return err
@@ -203,8 +316,14 @@ func measureOperator(ctx context.Context, o options, cl *localcluster.Cluster, c
 		if err := waitConverged(ctx, k8s, o.shards, imageA); err != nil {
 			return err
 		}
-		res.Converged = Seconds(time.Since(start))
-		return nil
+		c, rep, err := m.finish(ctx, time.Now())
+		if err != nil {
+			return err
+		}
+		logf("operator: Available after %s, converged after %s, metrics complete after %s: %s", res.Available, c.Duration, c.MetricsComplete, rep)
+		res.Changes[changeCreate] = c
+		res.ListTime, err = createListTimes(ctx, cs, ksmNS, selector, rep)
+		return err
 	}); err != nil {
 		return res, err
 	}
@@ -212,15 +331,10 @@ func measureOperator(ctx context.Context, o options, cl *localcluster.Cluster, c
 		return res, err
 	}
 
-	change := func(label, patch string, shards int, image string, took *Seconds, cov *Coverage) error {
+	change := func(label, patch string, shards int, image string) error {
 		return phase(label, func() error {
 			logf("operator: %s", label)
-			w, err := coverage.Watch(ctx, cs, ksmNS, "ksmscale.example.com="+name, "kube-state-metrics")
-			if err != nil {
-				return err
-			}
-			defer w.Stop()
-			start := time.Now()
+			m.begin()
 			if err := k8s.Patch(ctx, &v1alpha1.KSMScale{ObjectMeta: metav1.ObjectMeta{Name: name}},
 				client.RawPatch(types.MergePatchType, []byte(patch))); err != nil {
 				return err
@@ -228,20 +342,31 @@ func measureOperator(ctx context.Context, o options, cl *localcluster.Cluster, c
 			if err := waitConverged(ctx, k8s, shards, image); err != nil {
 				return err
 			}
-			*took = Seconds(time.Since(start))
-			r := w.Report(time.Now())
-			*cov = Coverage{Uncovered: Seconds(r.UncoveredTime()), Overlap: Seconds(r.OverlapTime())}
+			c, rep, err := m.finish(ctx, time.Now())
+			if err != nil {
+				return err
+			}
+			logf("operator: %s converged after %s, metrics complete after %s: %s", label, c.Duration, c.MetricsComplete, rep)
+			res.Changes[label] = c
 			return nil
 		})
 	}
-	if err := change("rollout", fmt.Sprintf(`{"spec":{"monitorImage":%q}}`, imageB), o.shards, imageB, &res.Rollout, &res.RolloutCov); err != nil {
-		return res, err
+	if scenarios {
+		if err := change(changeRollout, fmt.Sprintf(`{"spec":{"monitorImage":%q}}`, imageB), o.shards, imageB); err != nil {
+			return res, err
+		}
+		if err := change(changeReshardDn, fmt.Sprintf(`{"spec":{"sharding":{"shardCount":%d}}}`, o.reshardTo), o.reshardTo, imageB); err != nil {
+			return res, err
+		}
+		if err := change(changeReshardUp, fmt.Sprintf(`{"spec":{"sharding":{"shardCount":%d}}}`, o.shards), o.shards, imageB); err != nil {
+			return res, err
+		}
 	}
-	if err := change("reshard", fmt.Sprintf(`{"spec":{"sharding":{"shardCount":%d}}}`, o.reshardTo), o.reshardTo, imageB, &res.Reshard, &res.ReshardCov); err != nil {
-		return res, err
-	}
+	// The steady period is about the operator; the scrapes of every shard
+	// each second would only compete with it for the two cores.
+	m.stop()
 
-	// The reshard's last pass may still be sending an Event (the recorder
+	// The last pass may still be sending an Event (the recorder
 	// writes asynchronously): wait until the operator's writes have stopped
 	// for 5 s, so the steady period counts only what happens in it.
 	if err := quiesce(ctx, metricsURL); err != nil {
@@ -298,7 +423,12 @@ func measureOperator(ctx context.Context, o options, cl *localcluster.Cluster, c
 	if err := k8s.Delete(ctx, k); err != nil {
 		return res, err
 	}
-	return res, nil
+	// Its KSM processes must be gone before the StatefulSets' start, or
+	// they would share the cores with them.
+	return res, poll(ctx, 5*time.Minute, func() (bool, error) {
+		pods, err := cs.CoreV1().Pods(ksmNS).List(ctx, metav1.ListOptions{LabelSelector: selector})
+		return err == nil && len(pods.Items) == 0, err
+	})
 }
 
 // quiesce waits until the operator's write count has not changed for 5 s.

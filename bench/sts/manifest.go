@@ -7,14 +7,16 @@
 // The package builds the StatefulSet as KSM's examples/autosharding manifests
 // do, measures per-shard coverage from pod readiness (a shard i is covered
 // while pod <sts>-<i> is Ready), and runs one create / rollout / scale cycle
-// against a cluster. On the local kwok cluster the containers never run, so
-// everything is measured from pod readiness only, as test/coverage does for
-// the operator.
+// against a cluster. The benchmark labels the pods so that test/kubelet runs
+// real kube-state-metrics behind each of them and measures the metrics
+// themselves (test/metricwatch); the readiness-based coverage stays as a
+// second view.
 package sts
 
 import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
@@ -126,10 +128,45 @@ func HeadlessService(namespace, name string) *corev1.Service {
 	}
 }
 
-// ServiceAccount is the ServiceAccount the pods run as. The benchmark grants
-// it nothing: on kwok the containers never run.
+// ServiceAccount is the ServiceAccount the pods run as; Role, RoleBinding
+// and ClusterRoleBinding grant it what real kube-state-metrics needs.
 func ServiceAccount(namespace string) *corev1.ServiceAccount {
 	return &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: ServiceAccountName}}
+}
+
+// Role is what KSM's autosharding needs in its own namespace, as in KSM's
+// examples/autosharding/role.yaml: get its own pod (to find the owning
+// StatefulSet) and get, list and watch the StatefulSet called name (its
+// replicas are the total shard count, watched so that a scale reshards).
+func Role(namespace, name string) *rbacv1.Role {
+	return &rbacv1.Role{
+		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name},
+		Rules: []rbacv1.PolicyRule{
+			{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get"}},
+			{APIGroups: []string{"apps"}, Resources: []string{"statefulsets"}, ResourceNames: []string{name},
+				Verbs: []string{"get", "list", "watch"}},
+		},
+	}
+}
+
+// RoleBinding binds Role(namespace, name) to the ServiceAccount.
+func RoleBinding(namespace, name string) *rbacv1.RoleBinding {
+	return &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: name},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: namespace, Name: ServiceAccountName}},
+	}
+}
+
+// ClusterRoleBinding binds the read-only ClusterRole clusterRole (the one
+// the operator's shards run with, so both sides read the same objects) to
+// the ServiceAccount of namespace.
+func ClusterRoleBinding(namespace, clusterRole string) *rbacv1.ClusterRoleBinding {
+	return &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "kube-state-metrics-sts-" + namespace},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: clusterRole},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: namespace, Name: ServiceAccountName}},
+	}
 }
 
 func copyLabels(m map[string]string) map[string]string {

@@ -23,7 +23,39 @@ import (
 	"github.com/ksmscale/ksm-scale-operator/test/follow"
 )
 
-// Result is one create / rollout / scale cycle of an autosharded StatefulSet.
+// The phases of Run, in order, as passed to Options.Phase.
+const (
+	PhaseCreate    = "create"
+	PhaseRollout   = "rollout"
+	PhaseScaleDown = "scale-down"
+	PhaseScaleUp   = "scale-up"
+)
+
+// Options configures Run.
+type Options struct {
+	// Namespace is created if needed; Policy names the StatefulSet (Name).
+	Namespace string
+	Policy    appsv1.PodManagementPolicyType
+	// Shards replicas are created, rolled out from Image to NewImage,
+	// scaled to ScaleTo and back to Shards.
+	Shards, ScaleTo int32
+	Image, NewImage string
+	// PodLabels are added to the pod template: the label test/kubelet
+	// selects, so that real kube-state-metrics runs behind every pod.
+	PodLabels map[string]string
+	// ClusterRole, if set, is bound to the pods' ServiceAccount for the
+	// objects KSM reads.
+	ClusterRole string
+	// Phase, if set, is called just before each phase's change (PhaseCreate,
+	// ...) and returns a function that Run calls with the time the change
+	// was finished, by pod readiness; Run waits for it before the next
+	// phase, so a caller can wait there until the metrics are complete.
+	Phase func(phase string) (done func(end time.Time) error)
+	Logf  func(format string, args ...any)
+}
+
+// Result is one create / rollout / scale-down / scale-up cycle of an
+// autosharded StatefulSet.
 type Result struct {
 	Policy string
 	// Ready is from creating the StatefulSet to all shards' pods Ready.
@@ -31,19 +63,19 @@ type Result struct {
 	// Rollout is from patching the image to the rollout being finished
 	// (every pod updated and Ready, currentRevision == updateRevision).
 	Rollout time.Duration
-	// ScaleDown is from patching replicas to scaleTo to readyReplicas ==
-	// scaleTo with the removed ordinals' pods gone (also used when scaleTo is
-	// larger: then it is a scale-up).
-	ScaleDown time.Duration
-	// RolloutUncovered and ScaleDownUncovered are the per-shard coverage of
-	// each phase, from pod readiness.
-	RolloutUncovered, ScaleDownUncovered Report
+	// ScaleDown is from patching replicas to ScaleTo to readyReplicas ==
+	// ScaleTo with the removed ordinals' pods gone; ScaleUp likewise back
+	// to Shards.
+	ScaleDown, ScaleUp time.Duration
+	// RolloutUncovered, ScaleDownUncovered and ScaleUpUncovered are the
+	// per-shard coverage of each phase, from pod readiness.
+	RolloutUncovered, ScaleDownUncovered, ScaleUpUncovered Report
 }
 
 func (r Result) String() string {
-	return fmt.Sprintf("%s: ready %s, rollout %s (%s), scale %s (%s)", r.Policy,
+	return fmt.Sprintf("%s: ready %s, rollout %s (%s), scale down %s (%s), scale up %s (%s)", r.Policy,
 		r.Ready.Round(time.Millisecond), r.Rollout.Round(time.Millisecond), r.RolloutUncovered,
-		r.ScaleDown.Round(time.Millisecond), r.ScaleDownUncovered)
+		r.ScaleDown.Round(time.Millisecond), r.ScaleDownUncovered, r.ScaleUp.Round(time.Millisecond), r.ScaleUpUncovered)
 }
 
 // Name is the StatefulSet (and Service) name Run uses for policy:
@@ -61,28 +93,32 @@ func phaseTimeout(pods int32) time.Duration {
 // recheck re-evaluates a condition even without events, as a safety net.
 const recheck = 2 * time.Second
 
-// Run creates the ServiceAccount, headless Service and StatefulSet
-// Name(policy) with shards replicas of image in namespace (creating the
-// namespace if needed, and deleting a leftover StatefulSet of that name
-// first), and measures: the time to all pods Ready; an image rollout to
-// newImage, with per-shard coverage; a scale to scaleTo replicas, with
-// per-shard coverage. Finally it deletes the StatefulSet and Service and
-// waits until the pods are gone, so that the next run starts clean (on error
-// too, as far as ctx allows).
-func Run(ctx context.Context, cs kubernetes.Interface, namespace string, policy appsv1.PodManagementPolicyType,
-	shards int32, scaleTo int32, image, newImage string, logf func(string, ...any)) (res Result, err error) {
+// Run creates the ServiceAccount, its RBAC, the headless Service and the
+// StatefulSet Name(o.Policy) (creating the namespace if needed, and deleting
+// a leftover StatefulSet of that name first), and measures: the time to all
+// pods Ready; an image rollout; a scale to ScaleTo and back to Shards, each
+// with per-shard coverage by readiness. Finally it deletes the StatefulSet
+// and Service and waits until the pods are gone, so that the next run starts
+// clean (on error too, as far as ctx allows).
+func Run(ctx context.Context, cs kubernetes.Interface, o Options) (res Result, err error) {
+	logf := o.Logf
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
+	phase := o.Phase
+	if phase == nil {
+		phase = func(string) func(time.Time) error { return func(time.Time) error { return nil } }
+	}
+	shards, scaleTo, namespace := o.Shards, o.ScaleTo, o.Namespace
 	if shards < 1 || scaleTo < 1 {
 		return res, fmt.Errorf("sts: shards (%d) and scaleTo (%d) must be positive", shards, scaleTo)
 	}
-	if image == newImage {
+	if o.Image == o.NewImage {
 		return res, errors.New("sts: image and newImage must differ, or there is no rollout")
 	}
-	name := Name(policy)
-	res.Policy = string(policy)
-	if err := ensure(ctx, cs, namespace, name); err != nil {
+	name := Name(o.Policy)
+	res.Policy = string(o.Policy)
+	if err := ensure(ctx, cs, namespace, name, o.ClusterRole); err != nil {
 		return res, err
 	}
 
@@ -121,9 +157,14 @@ func Run(ctx context.Context, cs kubernetes.Interface, namespace string, policy 
 	}()
 
 	// Phase 1: create until every shard is Ready.
+	done := phase(PhaseCreate)
 	pw.SetReplicas(time.Now(), int(shards))
 	start := time.Now()
-	created, err := cs.AppsV1().StatefulSets(namespace).Create(ctx, StatefulSet(namespace, name, image, shards, policy), metav1.CreateOptions{})
+	sts := StatefulSet(namespace, name, o.Image, shards, o.Policy)
+	for k, v := range o.PodLabels {
+		sts.Spec.Template.Labels[k] = v
+	}
+	created, err := cs.AppsV1().StatefulSets(namespace).Create(ctx, sts, metav1.CreateOptions{})
 	if err != nil {
 		return res, fmt.Errorf("sts: creating %s/%s: %w", namespace, name, err)
 	}
@@ -133,56 +174,84 @@ func Run(ctx context.Context, cs kubernetes.Interface, namespace string, policy 
 	}
 	res.Ready = end.Sub(start)
 	logf("%s/%s: %d pods Ready after %s", namespace, name, shards, res.Ready.Round(time.Millisecond))
+	if err := done(end); err != nil {
+		return res, err
+	}
 
 	// Phase 2: image rollout.
+	done = phase(PhaseRollout)
 	start = time.Now()
 	pw.Reset(start)
-	patch := fmt.Sprintf(`{"spec":{"template":{"spec":{"containers":[{"name":%q,"image":%q}]}}}}`, ContainerName, newImage)
+	patch := fmt.Sprintf(`{"spec":{"template":{"spec":{"containers":[{"name":%q,"image":%q}]}}}}`, ContainerName, o.NewImage)
 	patched, err := cs.AppsV1().StatefulSets(namespace).Patch(ctx, name, types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{})
 	if err != nil {
 		return res, fmt.Errorf("sts: patching image of %s/%s: %w", namespace, name, err)
 	}
-	end, err = w.until(ctx, "rollout finished", phaseTimeout(shards), rolledOut(patched.Generation, shards, newImage))
+	end, err = w.until(ctx, "rollout finished", phaseTimeout(shards), rolledOut(patched.Generation, shards, o.NewImage))
 	if err != nil {
 		return res, err
 	}
 	res.Rollout, res.RolloutUncovered = end.Sub(start), pw.Report(end)
-	logf("%s/%s: rollout to %s after %s: %s", namespace, name, newImage, res.Rollout.Round(time.Millisecond), res.RolloutUncovered)
-
-	// Phase 3: scale to scaleTo.
-	start = time.Now()
-	pw.Reset(start)
-	pw.SetReplicas(start, int(scaleTo))
-	patched, err = cs.AppsV1().StatefulSets(namespace).Patch(ctx, name, types.MergePatchType,
-		[]byte(fmt.Sprintf(`{"spec":{"replicas":%d}}`, scaleTo)), metav1.PatchOptions{})
-	if err != nil {
-		return res, fmt.Errorf("sts: scaling %s/%s: %w", namespace, name, err)
-	}
-	end, err = w.until(ctx, fmt.Sprintf("scaled to %d", scaleTo), phaseTimeout(max(shards, scaleTo)), settled(patched.Generation, scaleTo))
-	if err != nil {
+	logf("%s/%s: rollout to %s after %s: %s", namespace, name, o.NewImage, res.Rollout.Round(time.Millisecond), res.RolloutUncovered)
+	if err := done(end); err != nil {
 		return res, err
 	}
-	res.ScaleDown, res.ScaleDownUncovered = end.Sub(start), pw.Report(end)
-	logf("%s/%s: scaled %d -> %d after %s: %s", namespace, name, shards, scaleTo, res.ScaleDown.Round(time.Millisecond), res.ScaleDownUncovered)
+
+	// Phases 3 and 4: scale to scaleTo and back.
+	scale := func(label string, from, to int32, took *time.Duration, rep *Report) error {
+		done := phase(label)
+		start := time.Now()
+		pw.Reset(start)
+		pw.SetReplicas(start, int(to))
+		patched, err := cs.AppsV1().StatefulSets(namespace).Patch(ctx, name, types.MergePatchType,
+			[]byte(fmt.Sprintf(`{"spec":{"replicas":%d}}`, to)), metav1.PatchOptions{})
+		if err != nil {
+			return fmt.Errorf("sts: scaling %s/%s: %w", namespace, name, err)
+		}
+		end, err := w.until(ctx, fmt.Sprintf("scaled to %d", to), phaseTimeout(max(from, to)), settled(patched.Generation, to))
+		if err != nil {
+			return err
+		}
+		*took, *rep = end.Sub(start), pw.Report(end)
+		logf("%s/%s: scaled %d -> %d after %s: %s", namespace, name, from, to, took.Round(time.Millisecond), *rep)
+		return done(end)
+	}
+	if err := scale(PhaseScaleDown, shards, scaleTo, &res.ScaleDown, &res.ScaleDownUncovered); err != nil {
+		return res, err
+	}
+	if err := scale(PhaseScaleUp, scaleTo, shards, &res.ScaleUp, &res.ScaleUpUncovered); err != nil {
+		return res, err
+	}
 
 	// Clean up for the next run.
 	start = time.Now()
-	if err := deleteAndWait(ctx, cs, w, namespace, name, phaseTimeout(scaleTo)); err != nil {
+	if err := deleteAndWait(ctx, cs, w, namespace, name, phaseTimeout(shards)); err != nil {
 		return res, err
 	}
 	logf("%s/%s: deleted after %s", namespace, name, time.Since(start).Round(time.Millisecond))
 	return res, nil
 }
 
-// ensure creates the namespace, ServiceAccount and headless Service unless
-// they exist.
-func ensure(ctx context.Context, cs kubernetes.Interface, namespace, name string) error {
+// ensure creates the namespace, ServiceAccount, its RBAC and the headless
+// Service unless they exist.
+func ensure(ctx context.Context, cs kubernetes.Interface, namespace, name, clusterRole string) error {
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}
 	if _, err := cs.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return fmt.Errorf("sts: creating namespace %s: %w", namespace, err)
 	}
 	if _, err := cs.CoreV1().ServiceAccounts(namespace).Create(ctx, ServiceAccount(namespace), metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return fmt.Errorf("sts: creating ServiceAccount: %w", err)
+	}
+	if _, err := cs.RbacV1().Roles(namespace).Create(ctx, Role(namespace, name), metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("sts: creating Role: %w", err)
+	}
+	if _, err := cs.RbacV1().RoleBindings(namespace).Create(ctx, RoleBinding(namespace, name), metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("sts: creating RoleBinding: %w", err)
+	}
+	if clusterRole != "" {
+		if _, err := cs.RbacV1().ClusterRoleBindings().Create(ctx, ClusterRoleBinding(namespace, clusterRole), metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("sts: creating ClusterRoleBinding: %w", err)
+		}
 	}
 	if _, err := cs.CoreV1().Services(namespace).Create(ctx, HeadlessService(namespace, name), metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return fmt.Errorf("sts: creating Service: %w", err)

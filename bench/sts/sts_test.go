@@ -396,3 +396,21 @@ func TestConditions(t *testing.T) {
 	notReady[1] = pod(1, pending)
 	check("pod not ready", settled(2, 3), s, notReady, false)
 }
+
+// TestRBAC checks the grants KSM's autosharding needs: its own pod and the
+// StatefulSet by name in its namespace, and the objects cluster-wide.
+func TestRBAC(t *testing.T) {
+	r := Role("bench", "ksm-parallel")
+	if len(r.Rules) != 2 || !slices.Equal(r.Rules[0].Resources, []string{"pods"}) || !slices.Equal(r.Rules[0].Verbs, []string{"get"}) ||
+		!slices.Equal(r.Rules[1].ResourceNames, []string{"ksm-parallel"}) || !slices.Equal(r.Rules[1].Verbs, []string{"get", "list", "watch"}) {
+		t.Errorf("role rules: %+v", r.Rules)
+	}
+	rb := RoleBinding("bench", "ksm-parallel")
+	if rb.RoleRef.Name != r.Name || rb.RoleRef.Kind != "Role" || rb.Subjects[0].Name != ServiceAccountName || rb.Subjects[0].Namespace != "bench" {
+		t.Errorf("role binding: %+v", rb)
+	}
+	crb := ClusterRoleBinding("bench", "reader")
+	if crb.RoleRef.Name != "reader" || crb.RoleRef.Kind != "ClusterRole" || crb.Subjects[0].Name != ServiceAccountName || crb.Subjects[0].Namespace != "bench" {
+		t.Errorf("cluster role binding: %+v", crb)
+	}
+}

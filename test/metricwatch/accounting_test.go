@@ -174,6 +174,23 @@ func TestAccounting(t *testing.T) {
 		if !slices.Contains(r.Worst.MissingExamples, "pods ns-a/p-u2") {
 			t.Errorf("examples %v do not name pod ns-a/p-u2", r.Worst.MissingExamples)
 		}
+		// The series holds every tick counted, in order, and sums to the
+		// report: missing object-seconds are its missing counts times
+		// each tick's length.
+		if len(r.Series) != r.Ticks || !r.Series[len(r.Series)-1].At.Equal(r.Last.At) {
+			t.Errorf("series of %d instants for %d ticks", len(r.Series), r.Ticks)
+		}
+		sum, from := 0.0, r.Since
+		for _, in := range r.Series {
+			if in.At.Before(from) {
+				t.Errorf("series out of order at %s", in.At)
+			}
+			sum += float64(in.Missing) * in.At.Sub(from).Seconds()
+			from = in.At
+		}
+		if diff := sum - r.MissingObjectSeconds; diff > 1e-6 || diff < -1e-6 {
+			t.Errorf("series sums to %.6f object-s, report %.6f", sum, r.MissingObjectSeconds)
+		}
 		// Object-seconds are missing objects times elapsed time.
 		if span := r.Until.Sub(r.Since).Seconds(); r.MissingObjectSeconds > 5*span+1e-9 {
 			t.Errorf("%.3f object-s in %.3f s with 5 objects missing", r.MissingObjectSeconds, span)

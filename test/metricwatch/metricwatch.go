@@ -27,6 +27,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -145,6 +146,11 @@ type Report struct {
 	MostDuplicates Instant
 	// Last is the latest tick counted.
 	Last Instant
+	// Series is every tick counted, in order: the per-instant view behind
+	// the sums (missing objects over time, each target's count), for
+	// benchmarks that plot a change or time a shard's first full scrape.
+	// Report returns a copy; the Instants are shared and never modified.
+	Series []Instant
 }
 
 // String is a one-line summary for test logs.
@@ -283,7 +289,9 @@ func (w *Watcher) Reset() {
 func (w *Watcher) Report() Report {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.report
+	r := w.report
+	r.Series = slices.Clone(r.Series)
+	return r
 }
 
 // Stop ends the ticks and the watches and waits for every goroutine the
@@ -369,6 +377,7 @@ func (w *Watcher) tick(ctx context.Context) {
 		r.MostDuplicates = inst
 	}
 	r.Last = inst
+	r.Series = append(r.Series, inst)
 }
 
 // evaluate compares what the targets exported with the truth and returns
