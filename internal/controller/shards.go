@@ -309,6 +309,9 @@ func observePod(p *corev1.Pod, name string, total int32, rev string) ksm.Observe
 	case gated && containersReady && gateReason(p) == GateUnverified:
 		o.ReadySince = containersSince
 	}
+	if o.Ready && containersReady {
+		o.ReadySince = later(o.ReadySince, containersSince.Add(ksm.DiscoveryAllowance))
+	}
 	// Right after a gate turns True, kubelet has not flipped Ready yet: Ready
 	// False since before the gate's transition is that moment, not a lost
 	// node, which turns a Ready pod not Ready later.
@@ -418,6 +421,13 @@ func readinessGates(p *corev1.Pod) (gated, allTrue bool) {
 		}
 	}
 	return len(p.Spec.ReadinessGates) > 0, true
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }
 
 // gateReason is the reason of the pod's metrics-verified gate condition, ""

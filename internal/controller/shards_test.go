@@ -22,6 +22,9 @@ func TestObservePod(t *testing.T) {
 	cfg := ksm.Resolve(k)
 	rev := ksm.Revision(cfg, 3)
 	since := metav1.NewTime(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	// Ready and containers ready at once: the settle time counts once
+	// Prometheus can have discovered the pod.
+	discoverable := since.Add(ksm.DiscoveryAllowance)
 	cond := func(typ corev1.PodConditionType, ok bool) corev1.PodCondition {
 		s := corev1.ConditionFalse
 		if ok {
@@ -44,7 +47,7 @@ func TestObservePod(t *testing.T) {
 		want ksm.ObservedPod
 	}{
 		{"ready pod of the target revision", build(nil),
-			ksm.ObservedPod{Shard: 1, Total: 3, Revision: rev, Active: true, Ready: true, ReadySince: since.Time}},
+			ksm.ObservedPod{Shard: 1, Total: 3, Revision: rev, Active: true, Ready: true, ReadySince: discoverable}},
 		{"probe failing: starting or broken, still ours to wait for", build(func(p *corev1.Pod) {
 			p.Status.Conditions = []corev1.PodCondition{cond(corev1.ContainersReady, false), cond(corev1.PodReady, false)}
 		}), ksm.ObservedPod{Shard: 1, Total: 3, Revision: rev, Active: true}},
@@ -52,28 +55,28 @@ func TestObservePod(t *testing.T) {
 			p.Status.Conditions = []corev1.PodCondition{cond(corev1.ContainersReady, true), cond(corev1.PodReady, false)}
 		}), ksm.ObservedPod{Shard: 1, Total: 3, Revision: rev, Lost: true}},
 		{"evicted", build(func(p *corev1.Pod) { p.Status.Phase, p.Status.Reason = corev1.PodFailed, "Evicted" }),
-			ksm.ObservedPod{Shard: 1, Total: 3, Revision: rev, Terminal: true, Ready: true, ReadySince: since.Time}},
+			ksm.ObservedPod{Shard: 1, Total: 3, Revision: rev, Terminal: true, Ready: true, ReadySince: discoverable}},
 		{"being deleted", build(func(p *corev1.Pod) { p.DeletionTimestamp = &since }),
-			ksm.ObservedPod{Shard: 1, Total: 3, Revision: rev, Ready: true, ReadySince: since.Time}},
+			ksm.ObservedPod{Shard: 1, Total: 3, Revision: rev, Ready: true, ReadySince: discoverable}},
 		{"image set with kubectl loses its revision", build(func(p *corev1.Pod) {
 			p.ManagedFields = append(p.ManagedFields, written("kubectl-set", "", `{"f:spec":{"f:containers":{"k:{\"name\":\"kube-state-metrics\"}":{"f:image":{}}}}}`))
-		}), ksm.ObservedPod{Shard: 1, Total: 3, Active: true, Ready: true, ReadySince: since.Time}},
+		}), ksm.ObservedPod{Shard: 1, Total: 3, Active: true, Ready: true, ReadySince: discoverable}},
 		{"sidecar injected and image rewritten at admission keeps its revision", build(func(p *corev1.Pod) {
 			p.Spec.Containers[0].Image = "mirror.example.com/kube-state-metrics@sha256:0123"
 			p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: "istio-proxy", Image: "istio/proxyv2:1"})
 			p.ManagedFields = append(p.ManagedFields, written(FieldOwner, "", `{"f:spec":{"f:containers":{}}}`))
-		}), ksm.ObservedPod{Shard: 1, Total: 3, Revision: rev, Active: true, Ready: true, ReadySince: since.Time}},
+		}), ksm.ObservedPod{Shard: 1, Total: 3, Revision: rev, Active: true, Ready: true, ReadySince: discoverable}},
 		{"resized in place and debugged through subresources keeps its revision", build(func(p *corev1.Pod) {
 			p.ManagedFields = append(p.ManagedFields,
 				written("vpa-updater", "resize", `{"f:spec":{"f:containers":{}}}`),
 				written("kubectl-debug", "ephemeralcontainers", `{"f:spec":{"f:ephemeralContainers":{}}}`),
 				written("kubelet", "status", `{"f:status":{}}`),
 				written("team-labeller", "", `{"f:metadata":{"f:labels":{"f:team":{}}}}`))
-		}), ksm.ObservedPod{Shard: 1, Total: 3, Revision: rev, Active: true, Ready: true, ReadySince: since.Time}},
+		}), ksm.ObservedPod{Shard: 1, Total: 3, Revision: rev, Active: true, Ready: true, ReadySince: discoverable}},
 		{"shard label edited loses its revision", build(func(p *corev1.Pod) { p.Labels[ksm.LabelShardID] = "2" }),
-			ksm.ObservedPod{Shard: 1, Total: 3, Active: true, Ready: true, ReadySince: since.Time}},
+			ksm.ObservedPod{Shard: 1, Total: 3, Active: true, Ready: true, ReadySince: discoverable}},
 		{"arguments edited: no shard, no revision", build(func(p *corev1.Pod) { p.Spec.Containers[0].Args = []string{"--port=8080"} }),
-			ksm.ObservedPod{Shard: -1, Total: 0, Active: true, Ready: true, ReadySince: since.Time}},
+			ksm.ObservedPod{Shard: -1, Total: 0, Active: true, Ready: true, ReadySince: discoverable}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -128,9 +131,12 @@ func TestObservePodWithGate(t *testing.T) {
 		{"verified and Ready: settles from Ready, when the verification made it Ready",
 			build(cond(corev1.ContainersReady, true, 1, ""), cond(corev1.PodReady, true, 20, ""), cond(ksm.MetricsVerifiedGate, true, 20, "Verified")),
 			with(func(o *ksm.ObservedPod) { o.Ready, o.ReadySince = true, at(20).Time })},
+		{"verified within seconds: settles once Prometheus can have discovered it",
+			build(cond(corev1.ContainersReady, true, 1, ""), cond(corev1.PodReady, true, 3, ""), cond(ksm.MetricsVerifiedGate, true, 3, "Verified")),
+			with(func(o *ksm.ObservedPod) { o.Ready, o.ReadySince = true, at(1).Add(ksm.DiscoveryAllowance) })},
 		{"took over unverified: the settle time was served before the gate, counted from the containers",
 			build(cond(corev1.ContainersReady, true, 1, ""), cond(corev1.PodReady, true, 31, ""), cond(ksm.MetricsVerifiedGate, true, 31, "Unverified")),
-			with(func(o *ksm.ObservedPod) { o.Ready, o.ReadySince = true, at(1).Time })},
+			with(func(o *ksm.ObservedPod) { o.Ready, o.ReadySince = true, at(1).Add(ksm.DiscoveryAllowance) })},
 		{"verified, then marked not Ready by the node lifecycle controller: lost",
 			build(cond(corev1.ContainersReady, true, 1, ""), cond(corev1.PodReady, false, 60, "NodeNotReady"), cond(ksm.MetricsVerifiedGate, true, 20, "Verified")),
 			with(func(o *ksm.ObservedPod) { o.Active, o.Lost = false, true })},

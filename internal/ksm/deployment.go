@@ -1,6 +1,8 @@
 package ksm
 
 import (
+	"time"
+
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -27,8 +29,10 @@ func BuildDeployment(c Config, replicas int32) *appsv1.Deployment {
 			// A new replica counts as available, and an old one is removed,
 			// only after it has been Ready this long: a shard's settle time.
 			// With verified hand-overs Ready waits for the pod's metrics, and
-			// this is the time every Prometheus needs to scrape it once.
-			MinReadySeconds: c.MinReadySeconds,
+			// this is the time every Prometheus needs to scrape it once, plus
+			// the time it may take to discover it (DiscoveryAllowance; a
+			// Deployment has only this one knob, so it counts from Ready).
+			MinReadySeconds: c.MinReadySeconds + int32(DiscoveryAllowance/time.Second),
 			Selector:        &metav1.LabelSelector{MatchLabels: UnshardedSelector(c.Name)},
 			Strategy: appsv1.DeploymentStrategy{
 				Type: appsv1.RollingUpdateDeploymentStrategyType,

@@ -1,6 +1,8 @@
 package ksm
 
 import (
+	"time"
+
 	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
@@ -19,6 +21,17 @@ const (
 	// nobody: the user the KSM project's own manifests run as.
 	runAsUser = 65534
 )
+
+// DiscoveryAllowance is how long a new kube-state-metrics pod may take to
+// become a scrape target of Prometheus: its service discovery hands changes
+// on at most every 5 s, and its scrape manager applies them at most every
+// 5 s more. A pod's hand-over waits, beside the settle time counted from
+// Ready (the scrape interval, so that a complete scrape exists), until its
+// containers have been ready this long plus the settle time, so that a pod
+// verified within seconds of starting is not handed the shard before
+// Prometheus scrapes it at all. The e2e suite's Prometheus saw half the
+// objects of a 5->2 reshard absent for two scrapes without it.
+const DiscoveryAllowance = 10 * time.Second
 
 // MetricsVerifiedGate is the readiness gate of every kube-state-metrics pod
 // when hand-overs are verified. kube-state-metrics reports ready before its
