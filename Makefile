@@ -106,7 +106,7 @@ test-e2e: ## Only the e2e suite: operator binary, 300-node local cluster, real k
 BENCH_ARGS ?=
 .PHONY: bench
 bench: ## Operator vs StatefulSet autosharding, real KSM behind every pod, gaps measured in the metrics: changes at 1,000 nodes, create + steady + RSS at 5,000 (table, bench-results.json, docs/img/bench-reshard.png; ~45 min).
-	hack/build-tools.sh etcd kubernetes kwok kube-state-metrics
+	hack/build-tools.sh etcd kubernetes kwok kube-state-metrics prometheus
 	go run ./bench --plot docs/img/bench-reshard.png $(BENCH_ARGS)
 
 ##@ Local cluster
