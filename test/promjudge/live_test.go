@@ -77,8 +77,7 @@ func judgePod(shard int32) *corev1.Pod {
 // the shipped rules load and KSMShardsMissing fires (within its scaled
 // `for:`).
 func TestJudgeWithRealKSM(t *testing.T) {
-	bin := tools.BinDir(t, localcluster.KubeAPIServer, localcluster.Kwok, "kube-state-metrics")
-	tools.Promtool(t) // the same package ships prometheus
+	bin := tools.BinDir(t, localcluster.KubeAPIServer, localcluster.Kwok, "kube-state-metrics", "prometheus")
 	ctx := t.Context()
 	dir := t.TempDir()
 
@@ -138,7 +137,7 @@ func TestJudgeWithRealKSM(t *testing.T) {
 
 	start := time.Now()
 	s, err := Start(ctx, Options{
-		Dir: filepath.Join(dir, "prometheus"), Kubeconfig: c.Kubeconfig(),
+		Dir: filepath.Join(dir, "prometheus"), Kubeconfig: c.Kubeconfig(), Binary: filepath.Join(bin, "prometheus"),
 		ScrapeInterval: interval, ForScale: ScaleFor(30, 10*time.Second),
 		StaticTargets: map[string][]string{"self": nil},
 		Log:           testWriter{t},
