@@ -110,10 +110,18 @@ Flags:
 	flag.StringVar(&o.plot, "plot", "", "if set, write a PNG of the objects missing over time during the reshards (ours vs both StatefulSets) there")
 	flag.StringVar(&o.bin, "bin", "bin", "directory with the control plane binaries and kube-state-metrics")
 	flag.StringVar(&o.profileDir, "profile-dir", "", "if set, run the operator with pprof on and save its heap profile there after convergence and after the steady period (go tool pprof -sample_index=inuse_space)")
+	var replot string
+	flag.StringVar(&replot, "replot", "", "only draw --plot from this bench-results.json of an earlier run (e.g. one whose later size failed), run nothing")
 	flag.Parse()
 	// Only the controller-runtime client is used; its log has nothing to say here.
 	ctrllog.SetLogger(logr.Discard())
 	var err error
+	if replot != "" {
+		if err := replotFrom(replot, o.plot); err != nil {
+			fatal(err)
+		}
+		return
+	}
 	if o.sizes, err = parseSizes(sizes); err != nil {
 		fmt.Fprintf(os.Stderr, "bench: --sizes: %v\n", err)
 		os.Exit(2)
@@ -236,6 +244,16 @@ func (s Seconds) MarshalJSON() ([]byte, error) {
 	return []byte(strconv.FormatFloat(time.Duration(s).Seconds(), 'f', 3, 64)), nil
 }
 
+// UnmarshalJSON reads what MarshalJSON wrote (for --replot).
+func (s *Seconds) UnmarshalJSON(b []byte) error {
+	f, err := strconv.ParseFloat(string(b), 64)
+	if err != nil {
+		return err
+	}
+	*s = Seconds(f * float64(time.Second))
+	return nil
+}
+
 func (s Seconds) String() string { return fmt.Sprintf("%.1fs", time.Duration(s).Seconds()) }
 
 func run(ctx context.Context, o options) error {
@@ -310,4 +328,20 @@ func machine() string {
 		}
 	}
 	return fmt.Sprintf("%s%d cores%s, %s/%s, %s", model, runtime.NumCPU(), mem, runtime.GOOS, runtime.GOARCH, runtime.Version())
+}
+
+// replotFrom draws the reshard plot from a bench-results.json.
+func replotFrom(results, plot string) error {
+	if plot == "" {
+		return fmt.Errorf("--replot needs --plot")
+	}
+	b, err := os.ReadFile(results)
+	if err != nil {
+		return err
+	}
+	var r Results
+	if err := json.Unmarshal(b, &r); err != nil {
+		return fmt.Errorf("%s: %w", results, err)
+	}
+	return writePlot(plot, r)
 }
