@@ -198,17 +198,9 @@ func TestKubelet(t *testing.T) {
 	ctx := t.Context()
 	dir := t.TempDir()
 
-	c, err := localcluster.Start(ctx, localcluster.Options{
+	c := localcluster.StartT(t, localcluster.Options{
 		BinDir: bin, Dir: filepath.Join(dir, "cluster"), Nodes: 3, Logf: t.Logf,
 		ExternalKubeletLabel: externalLabel + "=true",
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := c.Stop(); err != nil {
-			t.Error(err)
-		}
 	})
 	cs := kubernetes.NewForConfigOrDie(c.RESTConfig())
 	setup(t, ctx, cs)

@@ -43,27 +43,11 @@ func TestWatcherWithRealKSM(t *testing.T) {
 	ctx := t.Context()
 	dir := t.TempDir()
 
-	c, err := localcluster.Start(ctx, localcluster.Options{BinDir: bin, Dir: filepath.Join(dir, "cluster"), Nodes: 4, Logf: t.Logf})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := c.Stop(); err != nil {
-			t.Errorf("stop the cluster: %v", err)
-		}
-	})
+	c := localcluster.StartT(t, localcluster.Options{BinDir: bin, Dir: filepath.Join(dir, "cluster"), Nodes: 4, Logf: t.Logf})
 	cfg := c.RESTConfig()
 	cfg.QPS, cfg.Burst = 100, 200
 	cs := kubernetes.NewForConfigOrDie(cfg)
-
-	nodes, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var nodeNames []string
-	for _, n := range nodes.Items {
-		nodeNames = append(nodeNames, n.Name)
-	}
+	nodeNames := c.NodeNames()
 	sum, err := workload.Seed(ctx, cs, workload.Options{Namespaces: 3, PodsPerNamespace: 17, ConfigMapsPerNamespace: 4,
 		Nodes: nodeNames, Prefix: "mw"})
 	if err != nil {

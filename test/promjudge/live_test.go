@@ -81,29 +81,14 @@ func TestJudgeWithRealKSM(t *testing.T) {
 	ctx := t.Context()
 	dir := t.TempDir()
 
-	c, err := localcluster.Start(ctx, localcluster.Options{
+	c := localcluster.StartT(t, localcluster.Options{
 		BinDir: bin, Dir: filepath.Join(dir, "cluster"), Nodes: 3, Logf: t.Logf,
 		ExternalKubeletLabel: externalKey + "=true",
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := c.Stop(); err != nil {
-			t.Errorf("stop the cluster: %v", err)
-		}
 	})
 	cfg := c.RESTConfig()
 	cfg.QPS, cfg.Burst = 100, 200
 	cs := kubernetes.NewForConfigOrDie(cfg)
-	nodes, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var nodeNames []string
-	for _, n := range nodes.Items {
-		nodeNames = append(nodeNames, n.Name)
-	}
+	nodeNames := c.NodeNames()
 	sum, err := workload.Seed(ctx, cs, workload.Options{Namespaces: 2, PodsPerNamespace: 10, Nodes: nodeNames, Prefix: "pj"})
 	if err != nil {
 		t.Fatalf("seed: %v", err)
